@@ -1,0 +1,4 @@
+//! medlake's integration tests: one binary, one module per area, against a
+//! real broker (see the harness in `integration-tests/src/lib.rs`).
+
+mod kafka;

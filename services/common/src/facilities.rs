@@ -1,0 +1,231 @@
+//! The facility registry (`config/facilities.yaml`): who sends data, the
+//! secrets that open their files and authenticate them, and (for pulled
+//! sources) the endpoints to poll. Secrets are referenced by environment
+//! variable or file, never stored here.
+//!
+//! ```yaml
+//! facilities:
+//!   - id: F1001
+//!     name: St. Example General
+//!     zip_passwords: [{ env: F1001_ZIP_PASSWORD }]
+//!     api_key: { file: /run/secrets/f1001-api-key }
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::secret::{Secret, SecretError, SecretRef};
+
+/// The registry file's top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    /// Every facility medlake accepts data from.
+    #[serde(default)]
+    facilities: Vec<Facility>,
+}
+
+/// One care facility.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Facility {
+    /// Stable facility id: the Kafka key of its raw files and the `_facility_id`
+    /// of its records. Letters, digits, `-` and `_`.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Secrets holding the passwords its archives may use, tried in order
+    /// (more than one while a password is being rotated).
+    #[serde(default)]
+    pub zip_passwords: Vec<SecretRef>,
+    /// Secret holding the API key the facility pushes files with. Only its
+    /// SHA-256 is kept in memory.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    /// Hex SHA-256 of the API key, when the key itself is not available here.
+    #[serde(default)]
+    pub api_key_sha256: Option<String>,
+}
+
+/// The registry could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read facility registry {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("facility registry {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("facility registry {path}: facility {id:?} is listed twice")]
+    Duplicate { path: PathBuf, id: String },
+    #[error("facility registry {path}: facility id {id:?} must be letters, digits, '-' or '_'")]
+    BadId { path: PathBuf, id: String },
+    #[error("facility registry {path}: facility {id}: {field}: {source}")]
+    Secret {
+        path: PathBuf,
+        id: String,
+        field: &'static str,
+        source: SecretError,
+    },
+}
+
+/// All facilities, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    facilities: HashMap<String, Facility>,
+}
+
+impl Registry {
+    /// Reads and validates the registry file. Secret references are checked
+    /// for shape; the secrets themselves are read when used.
+    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses registry YAML; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RegistryError> {
+        let file: RegistryFile =
+            serde_yaml::from_str(text).map_err(|source| RegistryError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut facilities = HashMap::new();
+        for facility in file.facilities {
+            let id = facility.id.clone();
+            let well_formed = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !well_formed {
+                return Err(RegistryError::BadId {
+                    path: path.to_path_buf(),
+                    id,
+                });
+            }
+            let secret_error = |field, source| RegistryError::Secret {
+                path: path.to_path_buf(),
+                id: id.clone(),
+                field,
+                source,
+            };
+            for secret in &facility.zip_passwords {
+                secret
+                    .validate()
+                    .map_err(|e| secret_error("zip_passwords", e))?;
+            }
+            if let Some(key) = &facility.api_key {
+                key.validate().map_err(|e| secret_error("api_key", e))?;
+            }
+            if facilities.insert(id.clone(), facility).is_some() {
+                return Err(RegistryError::Duplicate {
+                    path: path.to_path_buf(),
+                    id,
+                });
+            }
+        }
+        Ok(Self { facilities })
+    }
+
+    /// The facility with this id.
+    pub fn get(&self, id: &str) -> Option<&Facility> {
+        self.facilities.get(id)
+    }
+
+    /// Every facility, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Facility> {
+        self.facilities.values()
+    }
+}
+
+impl Facility {
+    /// Reads the archive passwords now, in the order configured.
+    pub fn zip_passwords(&self) -> Result<Vec<Secret>, SecretError> {
+        self.zip_passwords.iter().map(SecretRef::resolve).collect()
+    }
+
+    /// Hex SHA-256 of the facility's API key, read from its secret or taken
+    /// from `api_key_sha256`. `None` when the facility cannot push by API.
+    pub fn api_key_hash(&self) -> Result<Option<String>, SecretError> {
+        if let Some(key) = &self.api_key {
+            return Ok(Some(sha256_hex(key.resolve()?.expose().as_bytes())));
+        }
+        Ok(self.api_key_sha256.as_ref().map(|h| h.to_ascii_lowercase()))
+    }
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+facilities:
+  - id: F1001
+    name: St. Example General
+    zip_passwords: [{ env: MEDLAKE_TEST_F1001_ZIP }]
+    api_key_sha256: "ABCDEF"
+  - id: F1002
+"#;
+
+    #[test]
+    fn loads_and_looks_up_facilities() {
+        let r = Registry::parse(YAML, Path::new("f.yaml")).unwrap();
+        let f = r.get("F1001").unwrap();
+        assert_eq!(f.name.as_deref(), Some("St. Example General"));
+        assert_eq!(f.api_key_hash().unwrap().as_deref(), Some("abcdef"));
+        assert!(r.get("F1002").unwrap().zip_passwords().unwrap().is_empty());
+        assert!(r.get("F9999").is_none());
+        assert_eq!(r.iter().count(), 2);
+    }
+
+    #[test]
+    fn rejects_duplicates_bad_ids_and_unknown_keys() {
+        let dup = "facilities:\n  - id: A\n  - id: A\n";
+        assert!(matches!(
+            Registry::parse(dup, Path::new("f")),
+            Err(RegistryError::Duplicate { .. })
+        ));
+        let bad = "facilities:\n  - id: 'a/b'\n";
+        assert!(matches!(
+            Registry::parse(bad, Path::new("f")),
+            Err(RegistryError::BadId { .. })
+        ));
+        let unknown = "facilities:\n  - id: A\n    passwrd: x\n";
+        let err = Registry::parse(unknown, Path::new("f")).unwrap_err();
+        assert!(err.to_string().contains("passwrd"), "{err}");
+        let both = "facilities:\n  - id: A\n    api_key: { env: X, file: /y }\n";
+        assert!(matches!(
+            Registry::parse(both, Path::new("f")),
+            Err(RegistryError::Secret { .. })
+        ));
+    }
+
+    #[test]
+    fn api_key_is_kept_only_as_a_hash() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MEDLAKE_TEST_F1003_KEY", "k3y");
+            let yaml = "facilities:\n  - id: F1003\n    api_key: { env: MEDLAKE_TEST_F1003_KEY }\n";
+            let r = Registry::parse(yaml, Path::new("f")).unwrap();
+            let hash = r.get("F1003").unwrap().api_key_hash().unwrap().unwrap();
+            assert_eq!(hash, sha256_hex(b"k3y"));
+            assert!(!format!("{r:?}").contains("k3y"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,26 @@
+//! What every medlake service shares: layered configuration, Kafka clients,
+//! metrics, the admin HTTP server, shutdown, the error taxonomy, secrets, the
+//! facility registry and the data set definitions.
+//!
+//! The key design choice: a service is a library whose `run(ctx, config,
+//! shutdown)` is the whole service, and everything it needs from the outside
+//! arrives through [`context::Context`]. The `medlake` binary only wires these
+//! pieces together, so integration tests can drive a service in-process exactly
+//! as production does.
+
+pub mod admin;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod facilities;
+pub mod kafka;
+pub mod logging;
+pub mod metrics;
+pub mod secret;
+pub mod shutdown;
+pub mod topics;
+
+pub use context::Context;
+pub use error::{Classify, ErrorKind};
+pub use shutdown::Shutdown;
+pub mod dataset;

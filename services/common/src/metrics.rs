@@ -1,0 +1,134 @@
+//! Every metric medlake exports, defined in one place.
+//!
+//! Names follow `medlake_<component>_<noun>_<unit>[_total]` in base units
+//! (seconds, bytes); counters end in `_total`. Labels are bounded sets only:
+//! `dataset`, `topic`, `partition`, `stage`, `error_code`, `source`, `mode`,
+//! `route`, `status`, `endpoint` (a configured endpoint id, never a file
+//! name or free text). Never put a record value, a file name or an error
+//! message in a label.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The registry `/metrics` serves.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+/// Buckets for durations from a millisecond to a couple of minutes.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+pub fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("valid metric"))
+}
+
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+pub fn gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::new(name, help).expect("valid metric"))
+}
+
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    register(
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+            .expect("valid metric"),
+    )
+}
+
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )
+        .expect("valid metric"),
+    )
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> String {
+    // Touch the process-wide metrics so they appear even before first use.
+    LazyLock::force(&BUILD_INFO);
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&REGISTRY.gather(), &mut out)
+        .expect("text encoding cannot fail");
+    String::from_utf8(out).expect("prometheus text is UTF-8")
+}
+
+// ---------------------------------------------------------------- process
+
+/// Constant 1, labelled with the version: shows which build runs where.
+pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let g = gauge_vec(
+        "medlake_build_info",
+        "Always 1; the version label says which medlake build runs.",
+        &["version", "service"],
+    );
+    g
+});
+
+/// Whether the service reports itself ready (1) or not (0).
+pub static READY: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "medlake_ready",
+        "1 when the service is ready to do work, else 0.",
+    )
+});
+
+/// Errors by component and error kind (retryable, bad_input, fatal).
+pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_errors_total",
+        "Errors seen, by component and error kind.",
+        &["component", "kind"],
+    )
+});
+
+// ---------------------------------------------------------------- parser
+// (parser metrics go here)
+
+// ---------------------------------------------------------------- sink
+// (sink metrics go here)
+
+// ---------------------------------------------------------------- connectors
+// (connector metrics go here)
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_names_follow_the_convention() {
+        READY.set(1);
+        ERRORS.with_label_values(&["test", "fatal"]).inc();
+        let text = render();
+        assert!(text.contains("medlake_ready 1"));
+        assert!(text.contains("medlake_errors_total{component=\"test\",kind=\"fatal\"} 1"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let mut parts = line.split_whitespace().skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("medlake_"), "{name}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The configuration file of every medlake command: shared settings at the
+//! top level and one section per service. See `config/medlake.yaml` for a
+//! commented example and `medlake_common::config` for how environment
+//! variables override it.
+
+use std::path::{Path, PathBuf};
+
+use medlake_common::admin::Health;
+use medlake_common::config::{AdminConfig, ConfigError, KafkaConfig, LogConfig, TopicsConfig};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach Kafka (`KAFKA_BROKERS` overrides `kafka.brokers`).
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Topic names and how they are created.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Root of the lake: a local path or `s3://bucket/prefix`.
+    #[serde(default = "default_lake_uri")]
+    pub lake_uri: String,
+    /// The admin HTTP server.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Folder of data set definitions.
+    #[serde(default = "default_schemas_dir")]
+    pub schemas_dir: PathBuf,
+    /// The facility registry file.
+    #[serde(default = "default_facilities_file")]
+    pub facilities_file: PathBuf,
+}
+
+/// The top-level keys environment variables may set.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "kafka",
+    "topics",
+    "lake_uri",
+    "admin",
+    "log",
+    "schemas_dir",
+    "facilities_file",
+];
+
+fn default_lake_uri() -> String {
+    "./lake".to_string()
+}
+fn default_schemas_dir() -> PathBuf {
+    PathBuf::from("schemas")
+}
+fn default_facilities_file() -> PathBuf {
+    PathBuf::from("config/facilities.yaml")
+}
+
+impl Config {
+    /// Defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        medlake_common::config::load(file, TOP_LEVEL_KEYS)
+    }
+
+    /// The shared part every service receives.
+    pub fn context(&self) -> medlake_common::Context {
+        medlake_common::Context {
+            kafka: self.kafka.clone(),
+            topics: self.topics.clone(),
+            lake_uri: self.lake_uri.clone(),
+            schemas_dir: self.schemas_dir.clone(),
+            facilities_file: self.facilities_file.clone(),
+            health: Health::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example configuration in `config/` parses.
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("medlake") && name.ends_with(".yaml") {
+                Config::load(Some(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example config found in {}", dir.display());
+    }
+}

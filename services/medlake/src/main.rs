@@ -1,0 +1,64 @@
+//! `medlake`: one binary whose subcommands start each service and tool.
+//!
+//! This file only parses the command line, sets up logging, loads the
+//! configuration and calls into the library crates; every behaviour lives
+//! in a library so tests drive it in-process.
+
+mod cmd;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// medlake: EMR extracts from FTP and HTTP, through Kafka, into Delta Lake tables.
+#[derive(Debug, Parser)]
+#[command(name = "medlake", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (YAML). Without it: built-in defaults and the environment.
+    #[arg(long, short, global = true, env = "MEDLAKE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the Kafka topics medlake uses.
+    #[command(subcommand)]
+    Topics(cmd::topics::TopicsCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("medlake: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    medlake_common::logging::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("medlake: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Topics(command) => cmd::topics::run(command, &config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("medlake: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
