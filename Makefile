@@ -1,0 +1,43 @@
+# medlake: build, test and local infrastructure.
+#
+# Local services (no Docker needed): a Kafka broker from Maven Central jars,
+# an FTP server (pyftpdlib), pyspark + delta-spark for interoperability tests.
+# Everything downloaded or run lives under $(MEDLAKE_CACHE), outside the clone.
+# See docs/local-infra.md.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export MEDLAKE_CACHE ?= $(HOME)/.cache/medlake
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/medlake/target
+
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+## ---- Rust ---------------------------------------------------------------
+
+.PHONY: build
+build: ## cargo build --workspace
+	$(CARGO) build --workspace
+
+## ---- Local Kafka broker (127.0.0.1:9092) ----------------------------------
+
+.PHONY: kafka-up kafka-down kafka-restart kafka-clean kafka-jars
+kafka-up: ## Start the local broker (no-op when it runs).
+	scripts/kafka-up.sh
+
+kafka-down: ## Stop the local broker (data kept).
+	scripts/kafka-down.sh
+
+kafka-restart: ## Restart the local broker keeping its data.
+	scripts/kafka-restart.sh
+
+kafka-clean: ## Stop the local broker and wipe its data.
+	scripts/kafka-clean.sh
+
+kafka-jars: ## Fetch the broker's jars from Maven Central (cached).
+	scripts/kafka-jars.sh

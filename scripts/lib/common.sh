@@ -1,0 +1,79 @@
+# Shared helpers for the local infrastructure scripts. Source it; do not run it.
+#
+# Everything the scripts download or run lives under MEDLAKE_CACHE
+# ($HOME/.cache/medlake by default), outside the clone, so several clones on
+# one machine share one broker, one set of jars and one Python environment.
+
+MEDLAKE_CACHE="${MEDLAKE_CACHE:-$HOME/.cache/medlake}"
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$SCRIPTS_DIR/.." && pwd)"
+
+log() { printf '%s %s\n' "[$(date +%H:%M:%S)]" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# pid_alive PID: true when PID names a live process (not a zombie).
+pid_alive() {
+    local pid="$1"
+    [[ -n "$pid" ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    local state
+    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+    [[ "$state" != "Z" ]]
+}
+
+# pid_cmdline_has PID WORD: true when the process's command line contains WORD.
+pid_cmdline_has() {
+    local pid="$1" word="$2"
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$word"
+}
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() {
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# stop_pid PID NAME [TIMEOUT_S]: SIGTERM, wait up to TIMEOUT_S, then SIGKILL.
+stop_pid() {
+    local pid="$1" name="$2" timeout="${3:-30}"
+    pid_alive "$pid" || return 0
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while pid_alive "$pid"; do
+        if (( waited >= timeout * 10 )); then
+            log "$name did not stop within ${timeout}s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.2
+            break
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+}
+
+# medlake_venv: creates (once) and prints the path of the project's Python
+# virtual environment, with scripts/requirements.txt installed. The hash of the
+# requirements file is stored in the venv so a change reinstalls.
+medlake_venv() {
+    local venv="${MEDLAKE_VENV:-$MEDLAKE_CACHE/venv}"
+    local req="$SCRIPTS_DIR/requirements.txt"
+    local stamp="$venv/.medlake-requirements.sha256"
+    local want
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        printf '%s\n' "$venv"
+        return 0
+    fi
+    local py="${PYTHON:-python3}"
+    command -v "$py" >/dev/null || die "$py not found (install python3 and python3-venv)"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        log "creating Python environment $venv"
+        "$py" -m venv "$venv" >&2 || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    fi
+    log "installing $req into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2 \
+        || die "pip install -r $req failed"
+    printf '%s\n' "$want" >"$stamp"
+    printf '%s\n' "$venv"
+}

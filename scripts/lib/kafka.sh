@@ -1,0 +1,69 @@
+# Paths and helpers of the local Kafka broker. Source after common.sh.
+#
+# Layout (all outside the clone, shared by every clone on the machine):
+#   $KAFKA_DIR/libs/     the broker's jars, copied from ~/.m2 by Maven
+#   $KAFKA_DIR/data/     KRaft metadata and topic data (kept across down/up)
+#   $KAFKA_DIR/logs/     server.log and the JVM's stdout/stderr (kafka.out)
+#   $KAFKA_DIR/server.properties   generated at every start
+#   $KAFKA_DIR/kafka.pid           pid of the running broker
+
+KAFKA_DIR="${MEDLAKE_KAFKA_DIR:-$MEDLAKE_CACHE/kafka}"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_LOGS="$KAFKA_DIR/logs"
+KAFKA_PROPS="$KAFKA_DIR/server.properties"
+KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
+KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_POM="$SCRIPTS_DIR/kafka/pom.xml"
+# Marker of the broker's main class in /proc/PID/cmdline.
+KAFKA_MAIN_CLASS="kafka.Kafka"
+
+# kafka_fetch_jars: copies the broker's runtime classpath into $KAFKA_LIBS
+# unless it is already there for the current pom (its hash is the stamp).
+kafka_fetch_jars() {
+    local stamp="$KAFKA_LIBS/.pom.sha256" want
+    want="$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found (on Debian: apt-get install maven)"
+    command -v java >/dev/null || die "java not found (Kafka 4 needs Java 17+)"
+    log "fetching Kafka broker jars from Maven Central into $KAFKA_LIBS"
+    local tmp="$KAFKA_DIR/libs.tmp" mvn_log="$KAFKA_DIR/mvn.log"
+    mkdir -p "$KAFKA_DIR"
+    rm -rf "$tmp"
+    local start=$SECONDS
+    if ! mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$mvn_log" 2>&1; then
+        tail -n 40 "$mvn_log" >&2
+        die "mvn dependency:copy-dependencies failed (full log: $mvn_log)"
+    fi
+    printf '%s\n' "$want" >"$tmp/.pom.sha256"
+    rm -rf "$KAFKA_LIBS"
+    mv "$tmp" "$KAFKA_LIBS"
+    log "Kafka jars ready ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars, $((SECONDS - start))s)"
+}
+
+# kafka_java CLASS ARGS...: runs a class on the broker's classpath, quietly
+# (tools log to stderr at WARN).
+kafka_java() {
+    local class="$1"; shift
+    java -Xmx512m -cp "$KAFKA_LIBS/*" \
+        -Dlog4j2.configurationFile="$SCRIPTS_DIR/kafka/log4j2-tools.properties" \
+        "$class" "$@"
+}
+
+# kafka_running_pid: prints the pid of the broker this machine's scripts
+# started, when it is still running; fails otherwise.
+kafka_running_pid() {
+    [[ -f "$KAFKA_PID_FILE" ]] || return 1
+    local pid
+    pid="$(cat "$KAFKA_PID_FILE" 2>/dev/null || true)"
+    if pid_alive "$pid" && pid_cmdline_has "$pid" "$KAFKA_MAIN_CLASS"; then
+        printf '%s\n' "$pid"
+        return 0
+    fi
+    return 1
+}
