@@ -41,3 +41,18 @@ kafka-clean: ## Stop the local broker and wipe its data.
 
 kafka-jars: ## Fetch the broker's jars from Maven Central (cached).
 	scripts/kafka-jars.sh
+
+## ---- Local FTP server (127.0.0.1:2121) ----------------------------------
+
+.PHONY: ftp-up ftp-down ftp-deps
+ftp-up: ## Start the local FTP server (FTP_USER, FTP_PASSWORD, FTP_PORT, FTP_ROOT).
+	scripts/ftp-up.sh
+
+ftp-down: ## Stop the local FTP server.
+	scripts/ftp-down.sh
+
+ftp-deps: py-deps ## Install pyftpdlib (the Python environment).
+
+.PHONY: py-deps
+py-deps: ## Create the Python environment with scripts/requirements.txt.
+	scripts/py-deps.sh
