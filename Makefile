@@ -56,3 +56,12 @@ ftp-deps: py-deps ## Install pyftpdlib (the Python environment).
 .PHONY: py-deps
 py-deps: ## Create the Python environment with scripts/requirements.txt.
 	scripts/py-deps.sh
+
+## ---- Spark with Delta Lake (interoperability tests) ---------------------
+
+.PHONY: spark-deps spark-smoke
+spark-deps: ## Install pyspark + delta-spark and the delta jars (no network at run time).
+	scripts/spark-deps.sh
+
+spark-smoke: spark-deps ## Write and read back a Delta table with Spark.
+	"$(MEDLAKE_CACHE)/venv/bin/python" scripts/spark_session.py smoke
