@@ -1,9 +1,9 @@
 # medlake: build, test and local infrastructure.
 #
-# Local services (no Docker needed): a Kafka broker from Maven Central jars,
+# Local services, no Docker needed: a Kafka broker from Maven Central jars,
 # an FTP server (pyftpdlib), pyspark + delta-spark for interoperability tests.
-# Everything downloaded or run lives under $(MEDLAKE_CACHE), outside the clone.
-# See docs/local-infra.md.
+# Everything downloaded or run lives under $(MEDLAKE_CACHE), outside the
+# clone, and so does the cargo target directory. See docs/local-infra.md.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -13,16 +13,41 @@ export MEDLAKE_CACHE ?= $(HOME)/.cache/medlake
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/medlake/target
 
 CARGO ?= cargo
+HELM ?= $(shell command -v helm 2>/dev/null || echo $(HOME)/go/bin/helm)
 
 .PHONY: help
 help: ## List the targets.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-## ---- Rust ---------------------------------------------------------------
+## ---- Build, test, check -----------------------------------------------
 
-.PHONY: build
+.PHONY: build test check check-rust check-deploy tools clean distclean
 build: ## cargo build --workspace
 	$(CARGO) build --workspace
+
+test: ## Unit + integration tests against a real broker (started if KAFKA_BROKERS is unset).
+	scripts/test.sh
+
+check: check-rust check-deploy ## Formatting, clippy, compose and chart checks.
+
+check-rust: ## cargo fmt --check and clippy -D warnings.
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Deployment checks: `docker compose config` for docker-compose.yml and
+# `helm lint` / `helm template` for helm/medlake ($(HELM), installed by
+# `make helm`) are added here by the compose/chart owner.
+check-deploy: ## Validate docker-compose.yml and the Helm chart.
+	@# ---- compose and chart checks go below this line ----
+
+tools: kafka-jars py-deps spark-deps helm ## Install everything the tests and checks need.
+
+clean: ## Remove build output (the cargo target dir) and local scratch.
+	$(CARGO) clean
+	rm -rf spark-warehouse metastore_db derby.log
+
+distclean: clean kafka-clean ftp-down ## Also stop local services and wipe $(MEDLAKE_CACHE).
+	rm -rf "$(MEDLAKE_CACHE)"
 
 ## ---- Local Kafka broker (127.0.0.1:9092) ----------------------------------
 
@@ -44,16 +69,13 @@ kafka-jars: ## Fetch the broker's jars from Maven Central (cached).
 
 ## ---- Local FTP server (127.0.0.1:2121) ----------------------------------
 
-.PHONY: ftp-up ftp-down ftp-deps
+.PHONY: ftp-up ftp-down py-deps
 ftp-up: ## Start the local FTP server (FTP_USER, FTP_PASSWORD, FTP_PORT, FTP_ROOT).
 	scripts/ftp-up.sh
 
 ftp-down: ## Stop the local FTP server.
 	scripts/ftp-down.sh
 
-ftp-deps: py-deps ## Install pyftpdlib (the Python environment).
-
-.PHONY: py-deps
 py-deps: ## Create the Python environment with scripts/requirements.txt.
 	scripts/py-deps.sh
 
@@ -65,3 +87,9 @@ spark-deps: ## Install pyspark + delta-spark and the delta jars (no network at r
 
 spark-smoke: spark-deps ## Write and read back a Delta table with Spark.
 	"$(MEDLAKE_CACHE)/venv/bin/python" scripts/spark_session.py smoke
+
+## ---- Helm ---------------------------------------------------------------
+
+.PHONY: helm
+helm: ## Build the pinned helm v3 with go install (cached in ~/go/bin).
+	scripts/install-helm.sh

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `make test`: everything the tests need, then the unit tests and the
+# integration tests of the whole workspace against a real broker.
+#
+# - KAFKA_BROKERS unset: uses the local broker (scripts/kafka-up.sh), starting
+#   it when it is not running and stopping it at the end only in that case.
+#   KAFKA_BROKERS set: uses that broker as it is.
+# - The Python environment (pyftpdlib for the FTP tests, pyspark + delta-spark
+#   for the Spark interop tests) and the delta jars: scripts/spark-deps.sh.
+# - Exports for the tests: KAFKA_BROKERS, MEDLAKE_PYTHON (the environment's
+#   python, which runs scripts/ftp_server.py and scripts/spark_session.py),
+#   MEDLAKE_SPARK_JARS_DIR.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p medlake-sink`).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$SCRIPTS_DIR/lib/kafka.sh"
+
+CARGO="${CARGO:-cargo}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEDLAKE_CACHE/target}"
+
+section() { printf '\n==== %s [%s]\n' "$*" "$(date +%H:%M:%S)" >&2; }
+
+section "test dependencies"
+"$SCRIPTS_DIR/spark-deps.sh"
+export MEDLAKE_PYTHON="${MEDLAKE_VENV:-$MEDLAKE_CACHE/venv}/bin/python"
+export MEDLAKE_SPARK_JARS_DIR="${MEDLAKE_SPARK_JARS_DIR:-$MEDLAKE_CACHE/spark-jars}"
+
+section "Kafka broker"
+if [[ -n "${KAFKA_BROKERS:-}" ]]; then
+    log "using KAFKA_BROKERS=$KAFKA_BROKERS"
+elif kafka_running_pid >/dev/null; then
+    export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
+    log "using the running local broker $KAFKA_BROKERS (left running)"
+else
+    "$SCRIPTS_DIR/kafka-up.sh"
+    export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
+    trap '"$SCRIPTS_DIR/kafka-down.sh" || true' EXIT
+    log "started the local broker for this run; it stops at the end"
+fi
+
+cd "$REPO_DIR"
+section "cargo build --workspace"
+"$CARGO" build --workspace --all-targets
+
+section "cargo test --workspace"
+start=$SECONDS
+"$CARGO" test --workspace "$@"
+log "tests passed ($((SECONDS - start))s)"
