@@ -133,48 +133,60 @@ error_codes! {
     PayloadUnavailable = "payload_unavailable" @ Decode,
     /// The payload is not what its file id says (SHA-256 mismatch).
     FileIdMismatch = "file_id_mismatch" @ Decode,
-    /// The facility is not in the registry.
-    UnknownFacility = "unknown_facility" @ Decode,
+    /// The text is not in the data set's encoding.
+    BadEncoding = "bad_encoding" @ Decode,
+    /// The archive is encrypted and the facility has no password configured.
+    PasswordRequired = "password_required" @ Unzip,
+    /// None of the facility's passwords opens the archive.
+    WrongPassword = "wrong_password" @ Unzip,
+    /// The facility's password secret could not be read.
+    PasswordUnavailable = "password_unavailable" @ Unzip,
     /// The archive is damaged or not an archive of the kind it claims.
     CorruptArchive = "corrupt_archive" @ Unzip,
-    /// The archive is encrypted and the facility has no password configured.
-    PasswordMissing = "password_missing" @ Unzip,
-    /// None of the facility's passwords opens the archive.
-    PasswordWrong = "password_wrong" @ Unzip,
     /// Compression or encryption method not supported.
     UnsupportedArchive = "unsupported_archive" @ Unzip,
     /// More entries than allowed (nested archives count too).
     TooManyEntries = "too_many_entries" @ Unzip,
-    /// An entry, or the archive in total, expands past the byte limits.
-    TooLarge = "too_large" @ Unzip,
+    /// An entry expands past the per-entry byte limit.
+    EntryTooLarge = "entry_too_large" @ Unzip,
+    /// The archive expands past the total byte limit.
+    ArchiveTooLarge = "archive_too_large" @ Unzip,
     /// An entry expands more than the allowed compression ratio (a zip bomb).
     CompressionRatio = "compression_ratio" @ Unzip,
-    /// Archives nested deeper than one level.
-    NestedTooDeep = "nested_too_deep" @ Unzip,
+    /// Archives nested deeper than allowed.
+    NestingTooDeep = "nesting_too_deep" @ Unzip,
     /// No data set matches the entry.
     NoDataset = "no_dataset" @ Route,
     /// More than one data set matches the entry.
     AmbiguousDataset = "ambiguous_dataset" @ Route,
-    /// The text is not in the data set's encoding.
-    BadEncoding = "bad_encoding" @ Parse,
-    /// The entry does not follow its format (CSV quoting, XML syntax, JSON).
-    Malformed = "malformed" @ Parse,
-    /// A header row, column or record element the data set needs is missing.
-    MissingColumn = "missing_column" @ Parse,
-    /// A line longer than allowed.
-    LineTooLong = "line_too_long" @ Parse,
+    /// The entry is not valid CSV / delimited text.
+    MalformedCsv = "malformed_csv" @ Parse,
+    /// The entry is not well-formed XML.
+    MalformedXml = "malformed_xml" @ Parse,
+    /// The entry is not valid JSON / NDJSON.
+    MalformedJson = "malformed_json" @ Parse,
     /// XML nested deeper than allowed.
     XmlTooDeep = "xml_too_deep" @ Parse,
+    /// The entry holds no record.
+    NoRecords = "no_records" @ Parse,
     /// A required field has no value.
-    RequiredMissing = "required_missing" @ Validate,
-    /// A value does not parse as the field's type (number, date, …).
-    InvalidType = "invalid_type" @ Validate,
+    MissingRequired = "missing_required" @ Validate,
+    /// A value is not an integer (or out of the type's range).
+    BadInt = "bad_int" @ Validate,
+    /// A value is not a number.
+    BadFloat = "bad_float" @ Validate,
+    /// A value is not a decimal of the field's precision and scale.
+    BadDecimal = "bad_decimal" @ Validate,
+    /// A value is not a boolean.
+    BadBool = "bad_bool" @ Validate,
+    /// A value is not a date in any of the field's formats.
+    BadDate = "bad_date" @ Validate,
+    /// A value is not a timestamp in any of the field's formats.
+    BadTimestamp = "bad_timestamp" @ Validate,
     /// A value is not one of the allowed values.
     NotAllowed = "not_allowed" @ Validate,
     /// A value does not match the field's pattern.
-    PatternMismatch = "pattern_mismatch" @ Validate,
-    /// A value is out of range for its type (decimal precision, int32, …).
-    OutOfRange = "out_of_range" @ Validate,
+    RegexMismatch = "regex_mismatch" @ Validate,
     /// More records of the entry were rejected than `max_reject_ratio` allows;
     /// the entry's records are all dead, not only the bad ones.
     RejectRatioExceeded = "reject_ratio_exceeded" @ Validate,
@@ -493,7 +505,7 @@ mod tests {
                 format!("\"{}\"", code.as_str())
             );
         }
-        assert_eq!(ErrorCode::PasswordWrong.stage(), Stage::Unzip);
+        assert_eq!(ErrorCode::WrongPassword.stage(), Stage::Unzip);
         assert_eq!(ErrorCode::NoDataset.stage(), Stage::Route);
         assert_eq!(ErrorCode::RejectRatioExceeded.stage(), Stage::Validate);
         assert!("nope".parse::<ErrorCode>().is_err());
@@ -518,7 +530,7 @@ mod tests {
 
     #[test]
     fn record_dead_letter_points_at_field_and_summarises() {
-        let dl = DeadLetter::new(ErrorCode::InvalidType, "not a date", origin())
+        let dl = DeadLetter::new(ErrorCode::BadDate, "not a date", origin())
             .at(Location {
                 entry: "dir/adt_1.csv".into(),
                 index: Some(7),
@@ -528,7 +540,7 @@ mod tests {
         let back = DeadLetter::from_headers(&dl.headers()).unwrap();
         assert_eq!(back, dl);
         let json = serde_json::to_value(dl.summary("abc", "F1")).unwrap();
-        assert_eq!(json["code"], "invalid_type");
+        assert_eq!(json["code"], "bad_date");
         assert_eq!(json["stage"], "validate");
         assert_eq!(json["entry"], "dir/adt_1.csv");
         assert_eq!(json["index"], 7);
@@ -544,7 +556,7 @@ mod tests {
                 header: header::CODE
             })
         );
-        let mut dl = DeadLetter::new(ErrorCode::Malformed, "x", origin());
+        let mut dl = DeadLetter::new(ErrorCode::MalformedCsv, "x", origin());
         dl.set_input_header("medlake.payload_ref", "_raw/F1/abc");
         dl.set_input_header("medlake.payload_ref", "_raw/F1/abd");
         assert_eq!(dl.input_header("medlake.payload_ref"), Some("_raw/F1/abd"));

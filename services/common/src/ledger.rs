@@ -144,13 +144,13 @@ mod tests {
     #[test]
     fn json_shape_is_stable() {
         let mut e = entry();
-        e.rejects.insert(ErrorCode::InvalidType, 2);
+        e.rejects.insert(ErrorCode::BadDate, 2);
         e.settle_status();
         let json: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(json["status"], "partial");
         assert_eq!(json["processed_at"], "2024-05-01T10:00:00.000005Z");
         assert_eq!(json["records"]["adt_events"], 10);
-        assert_eq!(json["rejects"]["invalid_type"], 2);
+        assert_eq!(json["rejects"]["bad_date"], 2);
         assert_eq!(LedgerEntry::from_json(&e.to_json()).unwrap(), e);
     }
 
