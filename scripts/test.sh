@@ -35,6 +35,8 @@ else
     "$SCRIPTS_DIR/kafka-up.sh"
     export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
     trap '"$SCRIPTS_DIR/kafka-down.sh" || true' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     log "started the local broker for this run; it stops at the end"
 fi
 

@@ -77,3 +77,29 @@ medlake_venv() {
     printf '%s\n' "$want" >"$stamp"
     printf '%s\n' "$venv"
 }
+
+# mvn_copy_deps POM DEST [MAVEN_ARGS...]: copies POM's dependencies from Maven
+# Central (through ~/.m2) into DEST, unless DEST already holds them for this
+# very POM (its hash is stored as DEST/.pom.sha256). Replaces DEST atomically.
+mvn_copy_deps() {
+    local pom="$1" dest="$2"; shift 2
+    local stamp="$dest/.pom.sha256" want
+    want="$(sha256sum "$pom" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found (on Debian: apt-get install maven)"
+    log "fetching the dependencies of ${pom#"$REPO_DIR"/} from Maven Central into $dest"
+    local tmp="$dest.tmp" mvn_log="$dest.mvn.log" start=$SECONDS
+    mkdir -p "$(dirname "$dest")"
+    rm -rf "$tmp"
+    if ! mvn -B -q -f "$pom" dependency:copy-dependencies -DoutputDirectory="$tmp" "$@" \
+        >"$mvn_log" 2>&1; then
+        tail -n 40 "$mvn_log" >&2
+        die "mvn dependency:copy-dependencies failed (full log: $mvn_log)"
+    fi
+    printf '%s\n' "$want" >"$tmp/.pom.sha256"
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+    log "fetched $(find "$dest" -name '*.jar' | wc -l) jars into $dest ($((SECONDS - start))s)"
+}

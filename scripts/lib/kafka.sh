@@ -21,29 +21,10 @@ KAFKA_POM="$SCRIPTS_DIR/kafka/pom.xml"
 KAFKA_MAIN_CLASS="kafka.Kafka"
 
 # kafka_fetch_jars: copies the broker's runtime classpath into $KAFKA_LIBS
-# unless it is already there for the current pom (its hash is the stamp).
+# unless it is already there for the current pom.
 kafka_fetch_jars() {
-    local stamp="$KAFKA_LIBS/.pom.sha256" want
-    want="$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-        return 0
-    fi
-    command -v mvn >/dev/null || die "mvn not found (on Debian: apt-get install maven)"
     command -v java >/dev/null || die "java not found (Kafka 4 needs Java 17+)"
-    log "fetching Kafka broker jars from Maven Central into $KAFKA_LIBS"
-    local tmp="$KAFKA_DIR/libs.tmp" mvn_log="$KAFKA_DIR/mvn.log"
-    mkdir -p "$KAFKA_DIR"
-    rm -rf "$tmp"
-    local start=$SECONDS
-    if ! mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$mvn_log" 2>&1; then
-        tail -n 40 "$mvn_log" >&2
-        die "mvn dependency:copy-dependencies failed (full log: $mvn_log)"
-    fi
-    printf '%s\n' "$want" >"$tmp/.pom.sha256"
-    rm -rf "$KAFKA_LIBS"
-    mv "$tmp" "$KAFKA_LIBS"
-    log "Kafka jars ready ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars, $((SECONDS - start))s)"
+    mvn_copy_deps "$KAFKA_POM" "$KAFKA_LIBS" -DincludeScope=runtime
 }
 
 # kafka_java CLASS ARGS...: runs a class on the broker's classpath, quietly
