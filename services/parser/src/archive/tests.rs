@@ -1,0 +1,239 @@
+use medlake_common::secret::Secret;
+
+use super::*;
+use crate::testkit::{self, Protection};
+
+fn secrets(p: &[&str]) -> Vec<Secret> {
+    p.iter().map(|s| Secret::new(*s)).collect()
+}
+
+/// Walks and returns (name, content) of every entry, or the error code.
+fn entries(
+    name: &str,
+    bytes: &[u8],
+    passwords: &[&str],
+    limits: &Limits,
+) -> Result<Vec<(String, String)>, &'static str> {
+    let mut out = Vec::new();
+    let pw = secrets(passwords);
+    let r = walk::<()>(name, bytes, "F1", &pw, limits, &mut |n, b| {
+        out.push((n.to_string(), String::from_utf8_lossy(&b).into_owned()));
+        Ok(())
+    });
+    match r {
+        Ok(stats) => {
+            assert_eq!(stats.entries, out.len());
+            Ok(out)
+        }
+        Err(WalkError::File(e)) => Err(e.code().as_str()),
+        Err(WalkError::Callback(())) => panic!("callback failed"),
+    }
+}
+
+fn ok(name: &str, bytes: &[u8], passwords: &[&str]) -> Vec<(String, String)> {
+    entries(name, bytes, passwords, &Limits::default()).unwrap()
+}
+
+fn pair(n: &str, c: &str) -> (String, String) {
+    (n.to_string(), c.to_string())
+}
+
+#[test]
+fn plain_file_is_one_entry() {
+    assert_eq!(ok("a.csv", b"x,y\n", &[]), [pair("a.csv", "x,y\n")]);
+}
+
+#[test]
+fn gzip_strips_its_suffix() {
+    assert_eq!(
+        ok("census.txt.gz", &testkit::gzip(b"hello"), &[]),
+        [pair("census.txt", "hello")]
+    );
+}
+
+#[test]
+fn zip_stored_and_deflate_with_subfolders() {
+    for deflate in [false, true] {
+        let z = testkit::zip(
+            &[
+                ("a.csv", b"1"),
+                ("sub/dir/b.xml", b"<a/>"),
+                ("__MACOSX/._a.csv", b"junk"),
+            ],
+            deflate,
+            Protection::None,
+        );
+        assert_eq!(
+            ok("x.zip", &z, &[]),
+            [pair("a.csv", "1"), pair("sub/dir/b.xml", "<a/>")]
+        );
+    }
+}
+
+#[test]
+fn passwords_are_tried_in_turn() {
+    for protection in [
+        Protection::ZipCrypto("right"),
+        Protection::Aes128("right"),
+        Protection::Aes256("right"),
+    ] {
+        let z = testkit::zip(
+            &[("a.csv", b"secret data"), ("b.csv", b"more")],
+            true,
+            protection,
+        );
+        assert_eq!(
+            ok("x.zip", &z, &["old", "wrong", "right"]),
+            [pair("a.csv", "secret data"), pair("b.csv", "more")],
+            "{protection:?}"
+        );
+        assert_eq!(
+            entries("x.zip", &z, &[], &Limits::default()),
+            Err("password_required"),
+            "{protection:?}"
+        );
+        assert_eq!(
+            entries("x.zip", &z, &["nope", "neither"], &Limits::default()),
+            Err("wrong_password"),
+            "{protection:?}"
+        );
+    }
+}
+
+#[test]
+fn zipcrypto_check_byte_collisions_count_as_wrong() {
+    // Among many wrong passwords some pass ZipCrypto's one-byte check; all must fail.
+    let z = testkit::zip(
+        &[("a.csv", &[b'x'; 4000])],
+        true,
+        Protection::ZipCrypto("right"),
+    );
+    let wrong: Vec<String> = (0..600).map(|i| format!("guess{i}")).collect();
+    let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
+    assert_eq!(
+        entries("x.zip", &z, &wrong, &Limits::default()),
+        Err("wrong_password")
+    );
+}
+
+#[test]
+fn zip_inside_zip_one_level() {
+    let inner = testkit::zip(&[("p.csv", b"in")], true, Protection::Aes256("pw"));
+    let outer = testkit::zip(
+        &[("inner/data.zip", &inner), ("top.csv", b"top")],
+        true,
+        Protection::ZipCrypto("pw"),
+    );
+    assert_eq!(
+        ok("o.zip", &outer, &["pw"]),
+        [pair("inner/data.zip/p.csv", "in"), pair("top.csv", "top")]
+    );
+    let gz = testkit::gzip(&inner);
+    assert_eq!(ok("x.zip.gz", &gz, &["pw"]), [pair("x.zip/p.csv", "in")]);
+    let deeper = testkit::zip(&[("o.zip", &outer)], false, Protection::None);
+    assert_eq!(
+        entries("d.zip", &deeper, &["pw"], &Limits::default()),
+        Err("nesting_too_deep")
+    );
+}
+
+#[test]
+fn corrupt_archives_are_reported() {
+    let z = testkit::zip(&[("a.csv", &[b'a'; 10_000])], true, Protection::None);
+    assert_eq!(
+        entries("x.zip", &z[..z.len() / 2], &[], &Limits::default()),
+        Err("corrupt_archive")
+    );
+    let mut flipped = z.clone();
+    flipped[60] ^= 0xff;
+    flipped[70] ^= 0xff;
+    assert_eq!(
+        entries("x.zip", &flipped, &[], &Limits::default()),
+        Err("corrupt_archive")
+    );
+    assert_eq!(
+        entries(
+            "x.gz",
+            &[0x1f, 0x8b, 8, 0, 1, 2, 3],
+            &[],
+            &Limits::default()
+        ),
+        Err("corrupt_archive")
+    );
+    assert_eq!(
+        entries("x.zip", b"PK\x03\x04garbage", &[], &Limits::default()),
+        Err("corrupt_archive")
+    );
+}
+
+#[test]
+fn bombs_hit_the_limits_on_bytes_read() {
+    let zeros = vec![0u8; 4 * 1024 * 1024];
+    let bomb = testkit::zip(&[("zeros.csv", &zeros)], true, Protection::None);
+    assert_eq!(
+        entries("b.zip", &bomb, &[], &Limits::default()),
+        Err("compression_ratio")
+    );
+    let small = Limits {
+        max_entry_bytes: 1024 * 1024,
+        ..Limits::default()
+    };
+    assert_eq!(entries("b.zip", &bomb, &[], &small), Err("entry_too_large"));
+    let many = testkit::zip(
+        &[("a", b"1"), ("b", b"2"), ("c", b"3")],
+        false,
+        Protection::None,
+    );
+    assert_eq!(
+        entries(
+            "m.zip",
+            &many,
+            &[],
+            &Limits {
+                max_entries: 2,
+                ..Limits::default()
+            }
+        ),
+        Err("too_many_entries")
+    );
+    let total = Limits {
+        max_total_bytes: 2,
+        ..Limits::default()
+    };
+    assert_eq!(
+        entries("m.zip", &many, &[], &total),
+        Err("archive_too_large")
+    );
+    assert_eq!(
+        entries("z.gz", &testkit::gzip(&zeros), &[], &Limits::default()),
+        Err("compression_ratio")
+    );
+}
+
+#[test]
+fn lying_size_headers_do_not_bypass_limits() {
+    // Patch the central directory and local header to claim a tiny uncompressed size.
+    let data = vec![b'a'; 2 * 1024 * 1024];
+    let mut z = testkit::zip(&[("a.csv", &data)], true, Protection::None);
+    let claim = 10u32.to_le_bytes();
+    let local_size_at = 22;
+    z[local_size_at..local_size_at + 4].copy_from_slice(&claim);
+    let cd = z.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    z[cd + 24..cd + 28].copy_from_slice(&claim);
+    let limits = Limits {
+        max_entry_bytes: 1024 * 1024,
+        ..Limits::default()
+    };
+    let code = entries("l.zip", &z, &[], &limits).unwrap_err();
+    assert!(
+        code == "entry_too_large" || code == "corrupt_archive",
+        "{code}"
+    );
+}
+
+#[test]
+fn strip_gz_names() {
+    assert_eq!(strip_gz("A.CSV.GZ"), "A.CSV");
+    assert_eq!(strip_gz("x.tgz"), "x.tar");
+    assert_eq!(strip_gz("plain"), "plain");
+}
