@@ -49,6 +49,10 @@ pub struct Facility {
     /// Hex SHA-256 of the API key, when the key itself is not available here.
     #[serde(default)]
     pub api_key_sha256: Option<String>,
+    /// FTP folders the ftp-connector polls for this facility's files: its
+    /// folder on the landing server, or its own server.
+    #[serde(default)]
+    pub ftp: Vec<crate::endpoints::ftp::FtpEndpoint>,
 }
 
 /// The registry could not be loaded.

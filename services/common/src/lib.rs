@@ -11,9 +11,11 @@
 pub mod admin;
 pub mod config;
 pub mod context;
+pub mod endpoints;
 pub mod dead_letter;
 pub mod error;
 pub mod facilities;
+pub mod ingest;
 pub mod kafka;
 pub mod ledger;
 pub mod logging;

@@ -111,6 +111,55 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 // ---------------------------------------------------------------- connectors
 // (connector metrics go here)
 
+/// Files a connector put in the raw zone and had acked by Kafka, by source
+/// (`ftp`, `ftp_pull`, `http`, `http_pull`).
+pub static CONNECTOR_FILES_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_connector_files_received_total",
+        "Files ingested (raw zone written, Kafka acked), by source.",
+        &["source"],
+    )
+});
+
+/// Bytes of those files, by source.
+pub static CONNECTOR_BYTES_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_connector_received_bytes_total",
+        "Bytes of the files ingested, by source.",
+        &["source"],
+    )
+});
+
+/// Time from the start of the raw zone write to the broker's ack, by source.
+pub static CONNECTOR_PUBLISH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "medlake_connector_publish_seconds",
+        "Time to write a file to the raw zone and have Kafka ack it, by source.",
+        &["source"],
+        DURATION_BUCKETS,
+    )
+});
+
+/// Failed polls of a pull endpoint, by endpoint id and stage (`connect`,
+/// `login`, `list`, `download`, `ingest`, `finish`, ...).
+pub static CONNECTOR_POLL_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_connector_poll_errors_total",
+        "Failed polls of a pull endpoint, by endpoint id and stage.",
+        &["endpoint", "stage"],
+    )
+});
+
+/// Remote files set aside instead of ingested (too large), by endpoint id
+/// and reason.
+pub static CONNECTOR_FILES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_connector_files_rejected_total",
+        "Remote files moved aside instead of ingested, by endpoint id and reason.",
+        &["endpoint", "reason"],
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
