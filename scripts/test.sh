@@ -10,7 +10,8 @@
 # - Exports for the tests: KAFKA_BROKERS, MEDLAKE_PYTHON (the environment's
 #   python, which runs scripts/ftp_server.py and scripts/spark_session.py),
 #   MEDLAKE_SPARK_JARS_DIR.
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p medlake-sink`).
+# Arguments replace `--workspace` in `cargo test` (e.g. `scripts/test.sh -p
+# medlake-integration-tests -- sink`); the binaries are built first either way.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$SCRIPTS_DIR/lib/kafka.sh"
@@ -41,10 +42,12 @@ else
 fi
 
 cd "$REPO_DIR"
-section "cargo build --workspace"
-"$CARGO" build --workspace --all-targets
+# The child-process tests run the `medlake` binary: build it first.
+section "cargo build --workspace --bins"
+"$CARGO" build --workspace --bins
 
-section "cargo test --workspace"
+(( $# )) || set -- --workspace
+section "cargo test $*"
 start=$SECONDS
-"$CARGO" test --workspace "$@"
+"$CARGO" test "$@"
 log "tests passed ($((SECONDS - start))s)"
