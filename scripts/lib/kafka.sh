@@ -1,14 +1,16 @@
 # Paths and helpers of the local Kafka broker. Source after common.sh.
 #
-# Layout (all outside the clone, shared by every clone on the machine):
-#   $KAFKA_DIR/libs/     the broker's jars, copied from ~/.m2 by Maven
+# Layout (all outside the clone, shared by every clone on the machine;
+# KAFKA_DIR is MEDLAKE_KAFKA_DIR, default $MEDLAKE_CACHE/kafka):
+#   $MEDLAKE_CACHE/kafka/libs/  the broker's jars, copied from ~/.m2 by Maven
+#                    (shared by every broker directory)
 #   $KAFKA_DIR/data/     KRaft metadata and topic data (kept across down/up)
 #   $KAFKA_DIR/logs/     server.log and the JVM's stdout/stderr (kafka.out)
 #   $KAFKA_DIR/server.properties   generated at every start
 #   $KAFKA_DIR/kafka.pid           pid of the running broker
 
 KAFKA_DIR="${MEDLAKE_KAFKA_DIR:-$MEDLAKE_CACHE/kafka}"
-KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_LIBS="$MEDLAKE_CACHE/kafka/libs"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_LOGS="$KAFKA_DIR/logs"
 KAFKA_PROPS="$KAFKA_DIR/server.properties"
