@@ -58,6 +58,9 @@ impl<E> From<FileError> for WalkError<E> {
     }
 }
 
+/// The callback of [`walk`]: entry name and bytes.
+pub type OnEntry<'a, E> = dyn FnMut(&str, Vec<u8>) -> Result<(), E> + 'a;
+
 /// Totals of one walk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WalkStats {
@@ -85,7 +88,7 @@ pub fn walk<E>(
     facility_id: &str,
     passwords: &[Secret],
     limits: &Limits,
-    on_entry: &mut dyn FnMut(&str, Vec<u8>) -> Result<(), E>,
+    on_entry: &mut OnEntry<'_, E>,
 ) -> Result<WalkStats, WalkError<E>> {
     let mut w = Walker {
         facility_id,
@@ -134,7 +137,7 @@ impl Walker<'_> {
         name: &str,
         bytes: &[u8],
         depth: u8,
-        on_entry: &mut dyn FnMut(&str, Vec<u8>) -> Result<(), E>,
+        on_entry: &mut OnEntry<'_, E>,
     ) -> Result<(), WalkError<E>> {
         match kind(bytes) {
             Kind::Zip => self.zip(prefix, bytes, depth, on_entry),
@@ -155,7 +158,7 @@ impl Walker<'_> {
         name: &str,
         data: Vec<u8>,
         depth: u8,
-        on_entry: &mut dyn FnMut(&str, Vec<u8>) -> Result<(), E>,
+        on_entry: &mut OnEntry<'_, E>,
     ) -> Result<(), WalkError<E>> {
         let full = match prefix {
             Some(p) => format!("{p}/{name}"),

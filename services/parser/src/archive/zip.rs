@@ -5,7 +5,7 @@ use std::io::Cursor;
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use super::{ReadError, WalkError, Walker, read_limited};
+use super::{OnEntry, ReadError, WalkError, Walker, read_limited};
 use crate::error::FileError;
 
 /// Maps what the zip crate says to a file error. Its messages describe the archive
@@ -47,7 +47,7 @@ impl Walker<'_> {
         prefix: Option<&str>,
         bytes: &[u8],
         depth: u8,
-        on_entry: &mut dyn FnMut(&str, Vec<u8>) -> Result<(), E>,
+        on_entry: &mut OnEntry<'_, E>,
     ) -> Result<(), WalkError<E>> {
         let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| zip_error(prefix, e))?;
         if archive.len() > self.limits.max_entries {

@@ -1,0 +1,192 @@
+//! Dates and timestamps: strftime patterns or named formats, a source time zone for
+//! values without an offset, stored as UTC microseconds.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// Formats tried when a field lists none.
+pub const DEFAULT_TIMESTAMP_FORMATS: [&str; 4] = [
+    "rfc3339",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d",
+];
+/// Formats tried when a date field lists none.
+pub const DEFAULT_DATE_FORMATS: [&str; 1] = ["%Y-%m-%d"];
+
+/// How a value with no offset is placed in time.
+fn localize(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
+    // A repeated hour (DST end) takes the first; a skipped hour (DST start) is invalid.
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+fn has_offset(pattern: &str) -> bool {
+    pattern.contains("%z")
+        || pattern.contains("%:z")
+        || pattern.contains("%#z")
+        || pattern.contains("%::z")
+}
+
+fn epoch(value: &str, per_second: i64) -> Option<DateTime<Utc>> {
+    let n: i64 = value.parse().ok()?;
+    let micros = n.checked_mul(1_000_000 / per_second)?;
+    DateTime::from_timestamp_micros(micros)
+}
+
+/// Parses a timestamp with the first format that accepts it.
+pub fn parse_timestamp(value: &str, formats: &[String], tz: Tz) -> Option<DateTime<Utc>> {
+    let defaults = DEFAULT_TIMESTAMP_FORMATS.map(str::to_string);
+    let formats = if formats.is_empty() {
+        &defaults[..]
+    } else {
+        formats
+    };
+    formats.iter().find_map(|f| match f.as_str() {
+        "rfc3339" => DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|d| d.with_timezone(&Utc)),
+        "epoch_seconds" => epoch(value, 1),
+        "epoch_millis" => epoch(value, 1000),
+        p if has_offset(p) => DateTime::parse_from_str(value, p)
+            .ok()
+            .map(|d| d.with_timezone(&Utc)),
+        p => match NaiveDateTime::parse_from_str(value, p) {
+            Ok(naive) => localize(naive, tz),
+            Err(_) => NaiveDate::parse_from_str(value, p)
+                .ok()
+                .and_then(|d| localize(d.and_hms_opt(0, 0, 0)?, tz)),
+        },
+    })
+}
+
+/// Parses a date with the first format that accepts it.
+pub fn parse_date(value: &str, formats: &[String]) -> Option<NaiveDate> {
+    let defaults = DEFAULT_DATE_FORMATS.map(str::to_string);
+    let formats = if formats.is_empty() {
+        &defaults[..]
+    } else {
+        formats
+    };
+    formats.iter().find_map(|f| match f.as_str() {
+        "rfc3339" => DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|d| d.date_naive()),
+        "epoch_seconds" => epoch(value, 1).map(|d| d.date_naive()),
+        "epoch_millis" => epoch(value, 1000).map(|d| d.date_naive()),
+        p => NaiveDate::parse_from_str(value, p).ok(),
+    })
+}
+
+/// RFC 3339 UTC with `Z` and exactly six fraction digits.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(value: &str, formats: &[&str], tz: &str) -> Option<String> {
+        let formats: Vec<String> = formats.iter().map(|s| s.to_string()).collect();
+        parse_timestamp(value, &formats, tz.parse().unwrap()).map(|t| format_timestamp(&t))
+    }
+
+    #[test]
+    fn every_timestamp_format() {
+        let z = Some("2024-03-01T18:30:00.000000Z".to_string());
+        assert_eq!(ts("2024-03-01T12:30:00-06:00", &["rfc3339"], "UTC"), z);
+        assert_eq!(ts("2024-03-01T18:30:00Z", &[], "UTC"), z);
+        assert_eq!(
+            ts(
+                "2024-03-01 12:30:00",
+                &["%Y-%m-%d %H:%M:%S"],
+                "America/Chicago"
+            ),
+            z
+        );
+        assert_eq!(
+            ts(
+                "03/01/2024 12:30",
+                &["%Y", "%m/%d/%Y %H:%M"],
+                "America/Chicago"
+            ),
+            z
+        );
+        assert_eq!(ts("202403011130", &["%Y%m%d%H%M"], "America/Denver"), z);
+        assert_eq!(
+            ts(
+                "2024-03-01T13:30:00-0500",
+                &["%Y-%m-%dT%H:%M:%S%z"],
+                "America/Denver"
+            ),
+            z
+        );
+        assert_eq!(ts("1709317800", &["epoch_seconds"], "UTC"), z);
+        assert_eq!(ts("1709317800000", &["epoch_millis"], "UTC"), z);
+        assert_eq!(
+            ts("2024-03-01 18:30:00.123456", &[], "UTC").unwrap(),
+            "2024-03-01T18:30:00.123456Z"
+        );
+        assert_eq!(
+            ts("2024-03-01", &[], "UTC").unwrap(),
+            "2024-03-01T00:00:00.000000Z"
+        );
+        assert_eq!(ts("yesterday", &[], "UTC"), None);
+        assert_eq!(ts("99999999999999999", &["epoch_seconds"], "UTC"), None);
+    }
+
+    #[test]
+    fn daylight_saving_edges() {
+        // 02:30 does not exist on 2024-03-10 in Chicago; 01:30 on 2024-11-03 exists twice.
+        assert_eq!(
+            ts(
+                "2024-03-10 02:30:00",
+                &["%Y-%m-%d %H:%M:%S"],
+                "America/Chicago"
+            ),
+            None
+        );
+        assert_eq!(
+            ts(
+                "2024-11-03 01:30:00",
+                &["%Y-%m-%d %H:%M:%S"],
+                "America/Chicago"
+            )
+            .unwrap(),
+            "2024-11-03T06:30:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn every_date_format() {
+        let d = |v: &str, f: &[&str]| {
+            parse_date(v, &f.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map(|d| d.to_string())
+        };
+        assert_eq!(d("2024-02-29", &[]).as_deref(), Some("2024-02-29"));
+        assert_eq!(
+            d("02/29/2024", &["%m/%d/%Y"]).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(d("20240229", &["%Y%m%d"]).as_deref(), Some("2024-02-29"));
+        assert_eq!(
+            d("29.02.2024", &["%Y-%m-%d", "%d.%m.%Y"]).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(
+            d("2024-02-29T23:00:00-05:00", &["rfc3339"]).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(
+            d("1709164800", &["epoch_seconds"]).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(
+            d("1709164800000", &["epoch_millis"]).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(d("2023-02-29", &[]), None);
+    }
+}

@@ -1,0 +1,367 @@
+//! The generic record pipeline: archive → entries → route → decode → read → convert →
+//! record JSON, pushed one record at a time into a [`RecordSink`].
+//!
+//! Two passes, each streaming: the archive is first walked without output so a file
+//! that cannot be opened (password, corruption, bomb) is rejected before any record
+//! leaves; and each entry is first checked (parse + convert, counting rejects) so an
+//! entry over its `max_reject_ratio`, or one that is not well formed, emits nothing but
+//! its dead letter. Only then are records built and sent.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use medlake_common::dataset::{Dataset, Origin};
+use serde::Serialize;
+
+use crate::archive::{self, WalkError};
+use crate::convert::{Value, format_timestamp};
+use crate::env::{ParseEnv, Prepared};
+use crate::error::{ErrorCode, FileError, Reject};
+use crate::formats::{self, EntryError, Next};
+use crate::text;
+
+/// One received file.
+#[derive(Debug, Clone, Copy)]
+pub struct FileInput<'a> {
+    /// Hex SHA-256 of the bytes (`medlake.file_id`).
+    pub file_id: &'a str,
+    /// The sending facility (`medlake.facility_id`).
+    pub facility_id: &'a str,
+    /// The received file's name (`medlake.file_name`).
+    pub file_name: &'a str,
+    /// The file as received.
+    pub bytes: &'a [u8],
+    /// The `_ingested_at` of every record of this file.
+    pub ingested_at: DateTime<Utc>,
+}
+
+/// Receives the pipeline's output, in order.
+pub trait RecordSink {
+    /// What the sink can fail with (e.g. a Kafka produce error).
+    type Error;
+    /// One record: its data set, its Kafka key and its JSON.
+    fn record(&mut self, dataset: &Dataset, key: &str, json: &[u8]) -> Result<(), Self::Error>;
+    /// One rejected entry or record.
+    fn reject(&mut self, reject: &Reject) -> Result<(), Self::Error>;
+}
+
+/// What became of a file: the ledger's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileSummary {
+    /// Entries found (after unpacking).
+    pub entries: u64,
+    /// Bytes they unpacked to.
+    pub unpacked_bytes: u64,
+    /// Records emitted per data set.
+    pub records: BTreeMap<String, u64>,
+    /// Entries rejected whole (unrouted, undecodable, malformed, over the reject ratio).
+    pub rejected_entries: u64,
+    /// Records rejected one by one.
+    pub rejected_records: u64,
+    /// Rejects (entries and records) per error code.
+    pub rejects: BTreeMap<String, u64>,
+}
+
+impl FileSummary {
+    /// Records emitted, all data sets together.
+    pub fn total_records(&self) -> u64 {
+        self.records.values().sum()
+    }
+
+    /// Whether anything was rejected.
+    pub fn has_rejects(&self) -> bool {
+        self.rejected_entries + self.rejected_records > 0
+    }
+}
+
+/// A file could not be processed.
+#[derive(Debug)]
+pub enum ProcessError<E> {
+    /// The whole file is rejected (nothing was sent to the sink).
+    File(FileError),
+    /// The sink failed; what was sent so far is incomplete.
+    Sink(E),
+}
+
+/// Parses one file into the sink. See the module docs for the two passes.
+pub fn process_file<S: RecordSink>(
+    input: &FileInput<'_>,
+    env: &ParseEnv,
+    sink: &mut S,
+) -> Result<FileSummary, ProcessError<S::Error>> {
+    let passwords = match env.registry.get(input.facility_id) {
+        Some(facility) => facility.zip_passwords().map_err(|e| {
+            ProcessError::File(FileError::PasswordUnavailable {
+                facility_id: input.facility_id.into(),
+                reason: e.to_string(),
+            })
+        })?,
+        None => Vec::new(),
+    };
+    let walk = |on_entry: &mut archive::OnEntry<'_, S::Error>| {
+        archive::walk(
+            input.file_name,
+            input.bytes,
+            input.facility_id,
+            &passwords,
+            &env.limits,
+            on_entry,
+        )
+    };
+    let unwrap = |e| match e {
+        WalkError::File(e) => ProcessError::File(e),
+        WalkError::Callback(e) => ProcessError::Sink(e),
+    };
+    walk(&mut |_, _| Ok(())).map_err(unwrap)?;
+    let mut summary = FileSummary::default();
+    let stats =
+        walk(&mut |name, bytes| process_entry(input, env, name, &bytes, sink, &mut summary))
+            .map_err(unwrap)?;
+    summary.entries = stats.entries as u64;
+    summary.unpacked_bytes = stats.unpacked_bytes;
+    Ok(summary)
+}
+
+fn count(summary: &mut FileSummary, code: ErrorCode) {
+    *summary
+        .rejects
+        .entry(code.as_str().to_string())
+        .or_default() += 1;
+}
+
+fn process_entry<S: RecordSink>(
+    input: &FileInput<'_>,
+    env: &ParseEnv,
+    entry: &str,
+    bytes: &[u8],
+    sink: &mut S,
+    summary: &mut FileSummary,
+) -> Result<(), S::Error> {
+    let mut reject_entry =
+        |code: ErrorCode, dataset: Option<&str>, message: String, sink: &mut S| {
+            summary.rejected_entries += 1;
+            count(summary, code);
+            let r = Reject {
+                code,
+                dataset: dataset.map(str::to_string),
+                entry: entry.into(),
+                index: None,
+                field: None,
+                message,
+            };
+            sink.reject(&r)
+        };
+    let prepared = match env.route(input.facility_id, entry, bytes) {
+        Ok(p) => p,
+        Err((code, message)) => return reject_entry(code, None, message, sink),
+    };
+    let name = prepared.dataset.name.as_str();
+    let Some(text) = text::decode(bytes, prepared.dataset.encoding) else {
+        let message = format!("entry is not valid {:?} text", prepared.dataset.encoding);
+        return reject_entry(ErrorCode::BadEncoding, Some(name), message, sink);
+    };
+    let ctx = EntryContext {
+        input,
+        prepared,
+        entry,
+    };
+    // Pass 1: check only.
+    let mut codes: BTreeMap<ErrorCode, u64> = BTreeMap::new();
+    let checked = ctx.scan(
+        &text,
+        &mut |outcome| {
+            if let Err(r) = outcome {
+                *codes.entry(r.code).or_default() += 1;
+            }
+            Ok::<(), S::Error>(())
+        },
+        false,
+    );
+    let (good, bad) = match checked {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => return reject_entry(e.code, Some(name), e.message, sink),
+        Err(e) => return Err(e),
+    };
+    let total = good + bad;
+    let ratio = prepared.dataset.max_reject_ratio;
+    if total > 1 && bad as f64 / total as f64 > ratio {
+        let by_code: Vec<String> = codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        let message = format!(
+            "{bad} of {total} records rejected ({}), more than max_reject_ratio {ratio}",
+            by_code.join(", ")
+        );
+        return reject_entry(ErrorCode::RejectRatioExceeded, Some(name), message, sink);
+    }
+    // Pass 2: emit.
+    let mut emitted = 0u64;
+    let result = ctx.scan(
+        &text,
+        &mut |outcome| match outcome {
+            Ok((key, json)) => {
+                emitted += 1;
+                sink.record(&prepared.dataset, &key, &json)
+            }
+            Err(r) => {
+                summary.rejected_records += 1;
+                count(summary, r.code);
+                sink.reject(&r)
+            }
+        },
+        true,
+    )?;
+    debug_assert!(result.is_ok(), "second pass differs from the first");
+    *summary.records.entry(name.to_string()).or_default() += emitted;
+    Ok(())
+}
+
+/// A record: its key and JSON, or its reject.
+type Outcome = Result<(String, Vec<u8>), Reject>;
+
+struct EntryContext<'a> {
+    input: &'a FileInput<'a>,
+    prepared: &'a Prepared,
+    entry: &'a str,
+}
+
+impl EntryContext<'_> {
+    /// Reads every record of the entry; `emit` builds the JSON (pass 2) or not (pass 1).
+    /// Returns (good, rejected) counts, or the entry error.
+    fn scan<E>(
+        &self,
+        text: &str,
+        on: &mut dyn FnMut(Outcome) -> Result<(), E>,
+        emit: bool,
+    ) -> Result<Result<(u64, u64), EntryError>, E> {
+        let dataset = &self.prepared.dataset;
+        let mut reader = match formats::reader(dataset, text) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut raw: Vec<Option<String>> = vec![None; dataset.fields.len()];
+        let (mut good, mut bad, mut index) = (0u64, 0u64, 0u64);
+        loop {
+            raw.iter_mut().for_each(|v| *v = None);
+            let next = match reader.next(&mut raw) {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e)),
+            };
+            index += 1;
+            let outcome = match next {
+                Next::End => return Ok(Ok((good, bad))),
+                Next::Bad(code, message) => Err(self.reject(code, index, None, message)),
+                Next::Record => self.convert(&mut raw, index, emit),
+            };
+            if outcome.is_ok() {
+                good += 1
+            } else {
+                bad += 1
+            }
+            on(outcome)?;
+        }
+    }
+
+    fn reject(&self, code: ErrorCode, index: u64, field: Option<&str>, message: String) -> Reject {
+        Reject {
+            code,
+            dataset: Some(self.prepared.dataset.name.clone()),
+            entry: self.entry.into(),
+            index: Some(index),
+            field: field.map(str::to_string),
+            message,
+        }
+    }
+
+    fn convert(&self, raw: &mut [Option<String>], index: u64, emit: bool) -> Outcome {
+        let p = self.prepared;
+        for (slot, field) in raw.iter_mut().zip(&p.dataset.fields) {
+            *slot = match field.from {
+                Some(Origin::FacilityId) => Some(self.input.facility_id.into()),
+                Some(Origin::EntryName) => Some(self.entry.into()),
+                Some(Origin::FileName) => Some(self.input.file_name.into()),
+                None => continue,
+            };
+        }
+        let convert_one = |i: usize, relax: bool| {
+            p.plans[i]
+                .convert(raw[i].as_deref(), relax)
+                .map_err(|(code, message)| {
+                    self.reject(code, index, Some(&p.plans[i].field.name), message)
+                })
+        };
+        let is_delete = match &p.delete {
+            Some((i, values)) => convert_one(*i, false)?
+                .as_text()
+                .is_some_and(|v| values.contains(&v)),
+            None => false,
+        };
+        let mut values = Vec::with_capacity(raw.len());
+        for i in 0..raw.len() {
+            // A delete needs only its key and sequence; other required fields may be empty.
+            let relax = is_delete && !p.primary_key.contains(&i) && p.sequence != Some(i);
+            values.push(convert_one(i, relax)?);
+        }
+        if !emit {
+            return Ok((String::new(), Vec::new()));
+        }
+        Ok((self.key(&values), self.json(&values, index, is_delete)))
+    }
+
+    /// Kafka key: the primary key values as a JSON array (merge), or the file id (append).
+    fn key(&self, values: &[Value]) -> String {
+        if self.prepared.primary_key.is_empty() {
+            return self.input.file_id.to_string();
+        }
+        let mut out = b"[".to_vec();
+        for (n, &i) in self.prepared.primary_key.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            values[i].write_json(&mut out);
+        }
+        out.push(b']');
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn json(&self, values: &[Value], index: u64, is_delete: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(b'{');
+        for (value, field) in values.iter().zip(&self.prepared.dataset.fields) {
+            if !field.is_output() {
+                continue;
+            }
+            write_key(&mut out, &field.name);
+            value.write_json(&mut out);
+            out.push(b',');
+        }
+        let input = self.input;
+        for (k, v) in [
+            ("_file_id", input.file_id),
+            ("_facility_id", input.facility_id),
+            ("_entry", self.entry),
+        ] {
+            write_key(&mut out, k);
+            Value::Text(v.into()).write_json(&mut out);
+            out.push(b',');
+        }
+        let _ = write!(
+            out,
+            "\"_record_index\":{index},\"_ingested_at\":\"{}\"",
+            format_timestamp(&input.ingested_at)
+        );
+        if self.prepared.dataset.table.is_merge() {
+            let op = if is_delete { "delete" } else { "upsert" };
+            let _ = write!(out, ",\"_op\":\"{op}\"");
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    Value::Text(key.into()).write_json(out);
+    out.push(b':');
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+use std::path::Path;
+
+use medlake_common::facilities::Registry;
+use medlake_common::secret::Secret;
+
+use super::*;
+use crate::archive::Limits;
+use crate::testkit::{self, Protection};
+
+/// Collects everything, as the Kafka sink would send it.
+#[derive(Default)]
+pub(crate) struct VecSink {
+    pub records: Vec<(String, String, serde_json::Value)>,
+    pub rejects: Vec<Reject>,
+}
+
+impl RecordSink for VecSink {
+    type Error = std::convert::Infallible;
+    fn record(&mut self, dataset: &Dataset, key: &str, json: &[u8]) -> Result<(), Self::Error> {
+        let value = serde_json::from_slice(json).expect("record is valid JSON");
+        self.records
+            .push((dataset.name.clone(), key.to_string(), value));
+        Ok(())
+    }
+    fn reject(&mut self, reject: &Reject) -> Result<(), Self::Error> {
+        self.rejects.push(reject.clone());
+        Ok(())
+    }
+}
+
+const VISITS: &str = r#"
+name: visits
+match: { entry: ["visits*.csv"], header_contains: [VisitId] }
+format: { type: csv }
+fields:
+  - { name: facility_id, type: string, from: facility_id, required: true }
+  - { name: visit_id, type: string, source: VisitId, required: true }
+  - { name: seq, type: int64, source: Seq, required: true }
+  - { name: kind, type: string, source: Kind, allowed: [U, D] }
+  - { name: patient, type: string, source: Patient, required: true, pii: hash }
+  - { name: note, type: string, source: Note, pii: drop }
+table: { mode: merge, primary_key: [facility_id, visit_id], sequence_by: seq, delete_when: { field: kind, in: [D] } }
+"#;
+
+const NOTES: &str = r#"
+name: notes
+match: { entry: ["*.txt"] }
+format: { type: delimited, header: false, columns: [A, B] }
+max_reject_ratio: 0.2
+fields:
+  - { name: a, type: int32, source: A, required: true }
+  - { name: b, type: string, source: B }
+table: { mode: append }
+"#;
+
+fn env(registry: &str) -> ParseEnv {
+    let datasets = [VISITS, NOTES]
+        .iter()
+        .map(|y| Dataset::from_yaml(y, Path::new("t.yaml")).unwrap())
+        .collect();
+    let registry = Registry::parse(registry, Path::new("f.yaml")).unwrap();
+    ParseEnv::new(
+        datasets,
+        registry,
+        Limits::default(),
+        Some(&Secret::new("k")),
+    )
+    .unwrap()
+}
+
+fn run(
+    file_name: &str,
+    bytes: &[u8],
+    env: &ParseEnv,
+) -> (
+    Result<FileSummary, ProcessError<std::convert::Infallible>>,
+    VecSink,
+) {
+    let mut sink = VecSink::default();
+    let input = FileInput {
+        file_id: "fid",
+        facility_id: "F1",
+        file_name,
+        bytes,
+        ingested_at: DateTime::parse_from_rfc3339("2024-03-02T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    };
+    (process_file(&input, env, &mut sink), sink)
+}
+
+#[test]
+fn merge_records_have_keys_ops_lineage_and_pii() {
+    let csv = "VisitId,Seq,Kind,Patient,Note\nV1,1,U,P1,secret\nV1,2,D,,\nV2,x,U,P2,\n";
+    let (summary, sink) = run("visits_1.csv", csv.as_bytes(), &env(""));
+    let summary = summary.unwrap();
+    assert_eq!(summary.records["visits"], 2);
+    assert_eq!(summary.rejected_records, 1);
+    assert_eq!(summary.rejects["bad_int"], 1);
+    let (ds, key, rec) = &sink.records[0];
+    assert_eq!((ds.as_str(), key.as_str()), ("visits", r#"["F1","V1"]"#));
+    assert_eq!(rec["patient"], crate::convert::hmac_hex(b"k", "P1"));
+    assert!(rec.get("note").is_none(), "pii: drop field is not written");
+    assert_eq!(rec["_op"], "upsert");
+    assert_eq!(rec["_record_index"], 1);
+    assert_eq!(rec["_entry"], "visits_1.csv");
+    assert_eq!(rec["_ingested_at"], "2024-03-02T00:00:00.000000Z");
+    // The delete has no patient: required fields other than key and sequence are relaxed.
+    assert_eq!(sink.records[1].2["_op"], "delete");
+    assert_eq!(sink.records[1].2["patient"], serde_json::Value::Null);
+    let r = &sink.rejects[0];
+    assert_eq!(
+        (r.code, r.index, r.field.as_deref()),
+        (ErrorCode::BadInt, Some(3), Some("seq"))
+    );
+    assert!(!r.message.contains('x'));
+}
+
+#[test]
+fn reject_ratio_rejects_the_whole_entry() {
+    let (summary, sink) = run("n.txt", b"1|a\nx|b\n3|c\n", &env(""));
+    let summary = summary.unwrap();
+    assert!(sink.records.is_empty());
+    assert_eq!(summary.rejected_entries, 1);
+    assert_eq!(sink.rejects.len(), 1);
+    assert_eq!(sink.rejects[0].code, ErrorCode::RejectRatioExceeded);
+    assert!(
+        sink.rejects[0]
+            .message
+            .contains("1 of 3 records rejected (bad_int: 1)"),
+        "{}",
+        sink.rejects[0].message
+    );
+    // Append key is the file id.
+    let (_, sink) = run("n.txt", b"1|a\n", &env(""));
+    assert_eq!(sink.records[0].1, "fid");
+}
+
+#[test]
+fn routing_failures_and_bad_encoding_reject_entries_not_files() {
+    let z = testkit::zip(
+        &[
+            ("visits_a.csv", b"Other\n1\n"),
+            ("x.bin", b"?"),
+            ("n.txt", b"1|\xff\n"),
+            ("visits_b.csv", b"VisitId,Seq,Patient\nV9,1,P\n"),
+        ],
+        true,
+        Protection::None,
+    );
+    let (summary, sink) = run("f.zip", &z, &env(""));
+    let summary = summary.unwrap();
+    assert_eq!(summary.entries, 4);
+    assert_eq!(summary.records["visits"], 1);
+    // Latin-1 is not declared: utf-8 fails.
+    let codes: Vec<&str> = sink.rejects.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(codes, ["no_dataset", "no_dataset", "bad_encoding"]);
+}
+
+#[test]
+fn file_errors_emit_nothing() {
+    let z = testkit::zip(
+        &[("n.txt", b"1|a\n"), ("m.txt", b"2|b\n")],
+        true,
+        Protection::Aes256("pw"),
+    );
+    let (r, sink) = run("f.zip", &z, &env(""));
+    assert!(matches!(
+        r,
+        Err(ProcessError::File(FileError::PasswordRequired { .. }))
+    ));
+    assert!(sink.records.is_empty() && sink.rejects.is_empty());
+    passwords_from_the_registry(&z);
+}
+
+/// Passwords come from the facility registry (a secret file here).
+fn passwords_from_the_registry(z: &[u8]) {
+    let registry = "facilities:\n  - id: F1\n    zip_passwords: [{ file: PWFILE }]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    let (summary, sink) = run(
+        "f.zip",
+        z,
+        &env(&registry.replace("PWFILE", pw.to_str().unwrap())),
+    );
+    assert_eq!(summary.unwrap().records["notes"], 2);
+    assert_eq!(sink.records.len(), 2);
+    let missing = registry.replace("PWFILE", "/nonexistent/pw");
+    let (r, _) = run("f.zip", z, &env(&missing));
+    assert!(matches!(
+        r,
+        Err(ProcessError::File(FileError::PasswordUnavailable { .. }))
+    ));
+}
+
+#[test]
+fn missing_pii_key_is_a_configuration_error() {
+    let d = Dataset::from_yaml(VISITS, Path::new("t.yaml")).unwrap();
+    let err = ParseEnv::new(vec![d], Registry::default(), Limits::default(), None).unwrap_err();
+    assert!(err.to_string().contains("pii"), "{err}");
+}
+
+#[test]
+fn ambiguous_routing_is_reported() {
+    let other = VISITS.replace("name: visits", "name: visits2");
+    let datasets = [VISITS, &other]
+        .iter()
+        .map(|y| Dataset::from_yaml(y, Path::new("t.yaml")).unwrap())
+        .collect();
+    let env = ParseEnv::new(
+        datasets,
+        Registry::default(),
+        Limits::default(),
+        Some(&Secret::new("k")),
+    )
+    .unwrap();
+    let (_, sink) = run("visits.csv", b"VisitId,Seq,Patient\nV,1,P\n", &env);
+    assert_eq!(sink.rejects[0].code, ErrorCode::AmbiguousDataset);
+    assert!(sink.rejects[0].message.contains("visits, visits2"));
+}
