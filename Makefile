@@ -39,6 +39,7 @@ check-rust: ## cargo fmt --check and clippy -D warnings.
 # `make helm`) are added here by the compose/chart owner.
 check-deploy: ## Validate docker-compose.yml and the Helm chart.
 	@# ---- compose and chart checks go below this line ----
+	scripts/check-deploy.sh
 
 tools: kafka-jars py-deps spark-deps helm ## Install everything the tests and checks need.
 
@@ -93,3 +94,14 @@ spark-smoke: spark-deps ## Write and read back a Delta table with Spark.
 .PHONY: helm
 helm: ## Build the pinned helm v3 with go install (cached in ~/go/bin).
 	scripts/install-helm.sh
+
+## ---- Deployment checks: docker compose CLI, promtool -------------------
+
+.PHONY: compose promtool
+tools: compose promtool
+
+compose: ## Build the pinned docker compose CLI plugin (~/.docker/cli-plugins).
+	scripts/install-compose.sh
+
+promtool: ## Build the pinned promtool (~/go/bin).
+	scripts/install-promtool.sh
