@@ -48,6 +48,15 @@ pub fn topics_config() -> TopicsConfig {
     }
 }
 
+/// A free TCP port on the loopback interface (for a child's listen address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
 /// The repository root (for `schemas/`, `config/`, scripts).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,5 @@
 //! medlake's integration tests: one binary, one module per area, against a
 //! real broker (see the harness in `integration-tests/src/lib.rs`).
 
+mod api;
 mod kafka;

@@ -1,1 +1,148 @@
-//! placeholder
+//! `medlake api-connector`: files in over HTTP.
+//!
+//! - **Push** ([`push`]): facilities upload with `PUT /v1/files/{name}` (or a
+//!   multipart `POST /v1/files`), authenticated by an API key that maps to
+//!   exactly one facility ([`auth`]). The answer is `202 Accepted` with the
+//!   file id only once the file is in the raw zone and Kafka acked it; a
+//!   re-sent identical file is answered idempotently ([`recent`]).
+//! - **Pull** ([`pull`]): each `http_pull` endpoint of the facility registry
+//!   is polled for pages of files behind a cursor that is persisted in the
+//!   raw zone after the page's files are ingested.
+//!
+//! The key design choice: acknowledge late, deliver at least once. Nothing
+//! is acknowledged (a 202, a stored cursor) before
+//! [`medlake_common::ingest::Ingestor::ingest`] returned, and every path that
+//! can repeat a file repeats it with the same file id (the SHA-256 of its
+//! bytes), so the parser's ledger makes repeats harmless. The in-memory
+//! memory of recent files only saves work; correctness never depends on it,
+//! which keeps the service stateless and free to run as many replicas.
+//!
+//! Files are buffered in memory up to `max_body_bytes` (64 MiB by default):
+//! the ingest step hashes, writes and publishes whole files, and memory is
+//! bounded by the limit times the number of concurrent uploads.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod pull;
+pub mod push;
+pub mod recent;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use medlake_common::facilities::Registry;
+use medlake_common::ingest::Ingestor;
+use medlake_common::{Context, Shutdown};
+use tokio::task::JoinSet;
+
+pub use config::{ApiConnectorConfig, PullConfig};
+pub use error::ApiConnectorError;
+
+use crate::auth::KeyIndex;
+use crate::pull::{EndpointPuller, Fetcher};
+use crate::push::PushState;
+use crate::recent::RecentFiles;
+
+/// Runs the push API and every pull endpoint until `shutdown`.
+///
+/// On shutdown the server stops accepting connections and finishes the
+/// requests in flight (each ends with its 202 or an error); pollers stop
+/// between files, leaving their cursor at the last fully ingested page.
+pub async fn run(
+    ctx: Context,
+    config: ApiConnectorConfig,
+    shutdown: Shutdown,
+) -> Result<(), ApiConnectorError> {
+    let registry = Registry::load(&ctx.facilities_file)
+        .map_err(|source| ApiConnectorError::Registry { source })?;
+    let (keys, skipped) = KeyIndex::from_registry(&registry);
+    for error in &skipped {
+        tracing::warn!(%error, "Facility cannot push: its API key is unavailable.");
+    }
+    let ingestor = Arc::new(Ingestor::new(&ctx, &config.ingest).map_err(|source| {
+        ApiConnectorError::Ingest {
+            source: Box::new(source),
+        }
+    })?);
+    let recent = Arc::new(RecentFiles::new(config.recent_files));
+    let pullers = pullers(&registry, &config, &ingestor, &recent)?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ApiConnectorError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ApiConnectorError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let app = push::router(Arc::new(PushState {
+        keys,
+        recent,
+        ingestor,
+        max_body_bytes: config.max_body_bytes,
+    }));
+
+    let stop = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    let endpoints = pullers.len();
+    for puller in pullers {
+        tasks.spawn(puller.run(stop.clone()));
+    }
+    tracing::info!(%addr, endpoints, "Push API listening.");
+    ctx.health.set_ready(true);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    ctx.health.set_ready(false);
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    served.map_err(|source| ApiConnectorError::Serve { source })
+}
+
+/// One poller per `http_pull` endpoint, each definition validated.
+fn pullers(
+    registry: &Registry,
+    config: &ApiConnectorConfig,
+    ingestor: &Arc<Ingestor>,
+    recent: &Arc<RecentFiles>,
+) -> Result<Vec<EndpointPuller>, ApiConnectorError> {
+    let fetcher =
+        Fetcher::new(&config.pull).map_err(|source| ApiConnectorError::Client { source })?;
+    let mut out = Vec::new();
+    for facility in registry.iter() {
+        let mut seen = HashSet::new();
+        for endpoint in &facility.http_pull {
+            endpoint
+                .validate()
+                .map_err(|source| ApiConnectorError::Endpoint {
+                    facility_id: facility.id.clone(),
+                    source,
+                })?;
+            if !seen.insert(endpoint.id.clone()) {
+                return Err(ApiConnectorError::DuplicateEndpoint {
+                    facility_id: facility.id.clone(),
+                    endpoint_id: endpoint.id.clone(),
+                });
+            }
+            let puller = EndpointPuller::new(
+                &facility.id,
+                endpoint.clone(),
+                fetcher.clone(),
+                ingestor.clone(),
+                recent.clone(),
+            )
+            .map_err(|source| ApiConnectorError::EndpointUrl {
+                facility_id: facility.id.clone(),
+                endpoint_id: endpoint.id.clone(),
+                source,
+            })?;
+            out.push(puller);
+        }
+    }
+    Ok(out)
+}

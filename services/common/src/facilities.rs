@@ -53,6 +53,9 @@ pub struct Facility {
     /// folder on the landing server, or its own server.
     #[serde(default)]
     pub ftp: Vec<crate::endpoints::ftp::FtpEndpoint>,
+    /// HTTP APIs the api-connector polls for this facility's files.
+    #[serde(default)]
+    pub http_pull: Vec<crate::endpoints::http::HttpPullEndpoint>,
 }
 
 /// The registry could not be loaded.

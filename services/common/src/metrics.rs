@@ -160,6 +160,44 @@ pub static CONNECTOR_FILES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| 
     )
 });
 
+/// Push API requests, by route template and HTTP status code.
+pub static API_HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_api_connector_http_requests_total",
+        "Push API requests, by route template and HTTP status code.",
+        &["route", "status"],
+    )
+});
+
+/// Push API request duration (body read, raw zone write, Kafka ack), by route
+/// template.
+pub static API_HTTP_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "medlake_api_connector_http_request_duration_seconds",
+        "Push API request duration, by route template.",
+        &["route"],
+        DURATION_BUCKETS,
+    )
+});
+
+/// Pages fetched from HTTP pull endpoints, by endpoint id.
+pub static API_PULL_PAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_api_connector_pull_pages_total",
+        "Pages fetched from HTTP pull endpoints, by endpoint id.",
+        &["endpoint"],
+    )
+});
+
+/// Retried HTTP pull requests (5xx, 429, timeouts), by endpoint id.
+pub static API_PULL_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_api_connector_pull_retries_total",
+        "Retried HTTP pull requests (5xx, 429, timeouts, connection errors), by endpoint id.",
+        &["endpoint"],
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,9 @@ pub struct Config {
     /// The facility registry file.
     #[serde(default = "default_facilities_file")]
     pub facilities_file: PathBuf,
+    /// `medlake api-connector`: push API and HTTP pull endpoints.
+    #[serde(default)]
+    pub api_connector: medlake_api_connector::ApiConnectorConfig,
 }
 
 /// The top-level keys environment variables may set.
@@ -45,6 +48,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "log",
     "schemas_dir",
     "facilities_file",
+    "api_connector",
 ];
 
 fn default_lake_uri() -> String {

@@ -30,6 +30,8 @@ enum Command {
     /// Manage the Kafka topics medlake uses.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
+    /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
+    ApiConnector,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
+            Command::ApiConnector => cmd::api_connector::run(&config).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! connectors poll for new files.
 
 pub mod ftp;
+pub mod http;
 
 /// Whether `id` may name an endpoint or a facility: non-empty, letters,
 /// digits, `-` and `_` only (it becomes a metric label and a folder name).

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments and the loaded
 //! configuration into a call of a library crate.
 
+pub mod api_connector;
 pub mod topics;
 
 use std::future::Future;

@@ -1,0 +1,685 @@
+//! `medlake api-connector` as a real child process, against the real broker:
+//! the push API with a real HTTP client, and the pull side against a small
+//! HTTP server run by the test that serves pages of files behind a cursor.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use medlake_common::config::TopicsConfig;
+use medlake_common::facilities::sha256_hex;
+use medlake_common::kafka::header_str;
+use medlake_common::topics;
+use medlake_integration_tests::{
+    ChildGuard, assert_no_more, eventually, free_port, kafka_config, medlake, read_topic, short_id,
+    topics_config,
+};
+use rdkafka::Message;
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn ensure_topics(config: &TopicsConfig) {
+    let admin = medlake_common::kafka::admin(&kafka_config()).unwrap();
+    topics::ensure(&admin, &topics::specs(config, []))
+        .await
+        .expect("create the test topics (is the broker up? `make kafka-up`)");
+}
+
+/// A running `medlake api-connector` and where to reach it.
+struct Connector {
+    child: ChildGuard,
+    base: String,
+    admin: String,
+    log: PathBuf,
+}
+
+/// What a test gives the connector.
+struct Setup<'a> {
+    topics: &'a TopicsConfig,
+    lake: &'a Path,
+    facilities: &'a Path,
+    env: &'a [(&'a str, &'a str)],
+    log: PathBuf,
+}
+
+impl Connector {
+    /// Starts the connector (debug logs to `setup.log`) and waits until it
+    /// answers HTTP.
+    async fn start(setup: &Setup<'_>) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&setup.log)
+            .unwrap();
+        let mut command = medlake(setup.topics);
+        command
+            .arg("api-connector")
+            .env("MEDLAKE_LAKE_URI", setup.lake)
+            .env("MEDLAKE_FACILITIES_FILE", setup.facilities)
+            .env("MEDLAKE_API_CONNECTOR__LISTEN", format!("127.0.0.1:{port}"))
+            .env("MEDLAKE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, v) in setup.env {
+            command.env(k, v);
+        }
+        let child = ChildGuard::spawn(command);
+        let connector = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            log: setup.log.clone(),
+        };
+        let client = reqwest::Client::new();
+        let ready = format!("{}/readyz", connector.admin);
+        eventually(TIMEOUT, "the api-connector to be ready", || {
+            let request = client.get(&ready).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        connector
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn write_facilities(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("facilities.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Two pushing facilities, A and B, with keys in environment variables.
+struct PushFixture {
+    topics: TopicsConfig,
+    dir: tempfile::TempDir,
+    key_a: String,
+    key_b: String,
+    env_a: String,
+    env_b: String,
+}
+
+impl PushFixture {
+    async fn new() -> Self {
+        let topics = topics_config();
+        ensure_topics(&topics).await;
+        let dir = tempfile::tempdir().unwrap();
+        let id = short_id().to_uppercase();
+        let (env_a, env_b) = (format!("IT_KEY_A_{id}"), format!("IT_KEY_B_{id}"));
+        write_facilities(
+            dir.path(),
+            &format!(
+                "facilities:\n  - id: FA\n    api_key: {{ env: {env_a} }}\n  - id: FB\n    api_key: {{ env: {env_b} }}\n  - id: FC\n"
+            ),
+        );
+        Self {
+            topics,
+            dir,
+            key_a: format!("key-a-{}", short_id()),
+            key_b: format!("key-b-{}", short_id()),
+            env_a,
+            env_b,
+        }
+    }
+
+    async fn start(&self, extra_env: &[(&str, &str)]) -> Connector {
+        let mut env = vec![
+            (self.env_a.as_str(), self.key_a.as_str()),
+            (self.env_b.as_str(), self.key_b.as_str()),
+        ];
+        env.extend_from_slice(extra_env);
+        Connector::start(&Setup {
+            topics: &self.topics,
+            lake: &self.dir.path().join("lake"),
+            facilities: &self.dir.path().join("facilities.yaml"),
+            env: &env,
+            log: self.dir.path().join("connector.log"),
+        })
+        .await
+    }
+
+    fn lake(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let body: Value = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+fn multipart_body(boundary: &str, file_name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n\
+             Content-Type: application/zip\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[tokio::test]
+async fn push_answers_202_after_the_raw_zone_and_kafka_and_resends_are_idempotent() {
+    let fx = PushFixture::new().await;
+    let connector = fx.start(&[]).await;
+    let client = reqwest::Client::new();
+    let topic = fx.topics.raw_files();
+
+    // PUT with a bearer key.
+    let bytes = format!("PK-not-really-a-zip {}", short_id()).into_bytes();
+    let response = client
+        .put(format!("{}/v1/files/extract%201.zip", connector.base))
+        .bearer_auth(&fx.key_a)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, receipt) = json_of(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+    let file_id = sha256_hex(&bytes);
+    assert_eq!(receipt["file_id"], file_id.as_str());
+    assert_eq!(receipt["facility_id"], "FA");
+    assert_eq!(receipt["duplicate"], false);
+    let raw_path = receipt["raw_path"].as_str().unwrap().to_string();
+    assert!(raw_path.starts_with("_raw/FA/"), "{raw_path}");
+    assert!(raw_path.ends_with(&file_id), "{raw_path}");
+    // The 202 came after the raw zone write: the object is there now.
+    assert_eq!(std::fs::read(fx.lake().join(&raw_path)).unwrap(), bytes);
+
+    // Multipart POST with X-API-Key, for facility B.
+    let other = format!("second file {}", short_id()).into_bytes();
+    let boundary = "medlake-test-boundary";
+    let response = client
+        .post(format!("{}/v1/files", connector.base))
+        .header("X-API-Key", &fx.key_b)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(multipart_body(boundary, "b.csv", &other))
+        .send()
+        .await
+        .unwrap();
+    let (status, receipt_b) = json_of(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt_b}");
+    assert_eq!(receipt_b["facility_id"], "FB");
+    assert_eq!(receipt_b["file_id"], sha256_hex(&other).as_str());
+
+    // Both are on the topic with the raw-file headers.
+    let messages = read_topic(&topic, 2, TIMEOUT).await;
+    assert_eq!(messages.len(), 2);
+    let first = messages
+        .iter()
+        .find(|m| header_str(*m, "medlake.file_id") == Some(file_id.as_str()))
+        .expect("the PUT file is on the topic");
+    assert_eq!(first.key(), Some(&b"FA"[..]));
+    assert_eq!(first.payload(), Some(bytes.as_slice()));
+    assert_eq!(header_str(first, "medlake.facility_id"), Some("FA"));
+    assert_eq!(header_str(first, "medlake.source"), Some("http"));
+    assert_eq!(
+        header_str(first, "medlake.file_name"),
+        Some("extract 1.zip")
+    );
+    let received = header_str(first, "medlake.received_at").unwrap();
+    assert!(
+        chrono_like_rfc3339(received),
+        "received_at is RFC 3339 UTC: {received}"
+    );
+    let second = messages
+        .iter()
+        .find(|m| m.key() == Some(&b"FB"[..]))
+        .unwrap();
+    assert_eq!(header_str(second, "medlake.file_name"), Some("b.csv"));
+    assert_eq!(second.payload(), Some(other.as_slice()));
+
+    // The identical file again: same id, duplicate, nothing new published.
+    let response = client
+        .put(format!("{}/v1/files/extract%201.zip", connector.base))
+        .header("X-API-Key", &fx.key_a)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, again) = json_of(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["file_id"], file_id.as_str());
+    assert_eq!(again["raw_path"], raw_path.as_str());
+    assert_eq!(again["duplicate"], true);
+    assert_no_more(&topic, 2, Duration::from_secs(5)).await;
+
+    let metrics = connector.metrics().await;
+    assert!(
+        metrics.contains(
+            "medlake_api_connector_http_requests_total{route=\"/v1/files/{name}\",status=\"202\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("medlake_connector_files_received_total{source=\"http\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+fn chrono_like_rfc3339(s: &str) -> bool {
+    s.len() >= 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T' && s.as_bytes()[4] == b'-'
+}
+
+#[tokio::test]
+async fn push_refusals_are_clear_json_errors_and_publish_nothing() {
+    let fx = PushFixture::new().await;
+    let connector = fx
+        .start(&[("MEDLAKE_API_CONNECTOR__MAX_BODY_BYTES", "1024")])
+        .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/files/a.zip", connector.base);
+    let body = b"some bytes".to_vec();
+
+    let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            "no key",
+            client.put(&url).body(body.clone()),
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+        ),
+        (
+            "wrong key",
+            client.put(&url).bearer_auth("not-a-key").body(body.clone()),
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+        ),
+        (
+            "another facility's id in the header",
+            client
+                .put(&url)
+                .bearer_auth(&fx.key_a)
+                .header("X-Facility-Id", "FB")
+                .body(body.clone()),
+            StatusCode::FORBIDDEN,
+            "forbidden_facility",
+        ),
+        (
+            "another facility's id in the path",
+            client
+                .put(format!("{}/v1/facilities/FB/files/a.zip", connector.base))
+                .bearer_auth(&fx.key_a)
+                .body(body.clone()),
+            StatusCode::FORBIDDEN,
+            "forbidden_facility",
+        ),
+        (
+            "oversize",
+            client
+                .put(&url)
+                .bearer_auth(&fx.key_a)
+                .body(vec![7u8; 4096]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+        ),
+        (
+            "oversize, chunked without a length",
+            client
+                .put(&url)
+                .bearer_auth(&fx.key_a)
+                .body(reqwest::Body::wrap_stream(futures_stream(vec![
+                    vec![1u8; 700],
+                    vec![2u8; 700],
+                ]))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+        ),
+        (
+            "empty",
+            client.put(&url).bearer_auth(&fx.key_a).body(Vec::new()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_file",
+        ),
+        (
+            "a path in the name",
+            client
+                .put(format!("{}/v1/files/a%2Fb.zip", connector.base))
+                .bearer_auth(&fx.key_a)
+                .body(body.clone()),
+            StatusCode::BAD_REQUEST,
+            "bad_file_name",
+        ),
+    ];
+    for (what, request, expected, code) in cases {
+        let (status, json) = json_of(request.send().await.unwrap()).await;
+        assert_eq!(status, expected, "{what}: {json}");
+        assert_eq!(json["error"]["code"], code, "{what}: {json}");
+        assert!(
+            !json["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
+    }
+    // The right facility named explicitly is fine.
+    let response = client
+        .put(format!("{}/v1/facilities/FA/files/a.zip", connector.base))
+        .bearer_auth(&fx.key_a)
+        .header("X-Facility-Id", "FA")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+
+    assert_no_more(&fx.topics.raw_files(), 1, Duration::from_secs(5)).await;
+    let metrics = connector.metrics().await;
+    for needle in [
+        "route=\"/v1/files/{name}\",status=\"401\"} 2",
+        "route=\"/v1/files/{name}\",status=\"413\"} 2",
+        "route=\"/v1/files/{name}\",status=\"422\"} 1",
+        "route=\"/v1/facilities/{facility_id}/files/{name}\",status=\"403\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in\n{metrics}");
+    }
+}
+
+fn futures_stream(
+    chunks: Vec<Vec<u8>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    futures::stream::iter(chunks.into_iter().map(Ok))
+}
+
+// ------------------------------------------------------------------ pull
+
+/// The customer API of the pull tests: page 1 (no cursor) has two files,
+/// page 2 (`since=c1`) is empty until released, then has two more files;
+/// `since=c2` is the end. Requests without the token are refused.
+#[derive(Default)]
+struct FakeApi {
+    token: String,
+    released: bool,
+    /// 503 answers still to give for page 2 once released.
+    failures_left: u32,
+    /// Every page request's cursor (`None` for the first page).
+    page_requests: Vec<Option<String>>,
+    /// Every download's file id.
+    downloads: Vec<String>,
+    unauthorized: u32,
+}
+
+type Api = Arc<Mutex<FakeApi>>;
+
+fn content(name: &str) -> Vec<u8> {
+    format!("contents of {name}\n").into_bytes()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn api_page(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let mut api = api.lock().unwrap();
+    if headers.get("x-auth-token").and_then(|v| v.to_str().ok()) != Some(api.token.as_str()) {
+        api.unauthorized += 1;
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let since = query.get("since").cloned();
+    api.page_requests.push(since.clone());
+    let page = match since.as_deref() {
+        None => json!({"files": [
+                {"name": "p1-a.csv", "content_base64": b64(&content("p1-a.csv"))},
+                {"name": "p1-b.csv", "url": "/files/p1-b.csv"}],
+            "next_cursor": "c1"}),
+        Some("c1") if !api.released => json!({"files": [], "next_cursor": null}),
+        Some("c1") if api.failures_left > 0 => {
+            api.failures_left -= 1;
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        Some("c1") => json!({"files": [
+                {"name": "p2-c.csv", "url": "files/p2-c.csv"},
+                {"name": "p2-d.csv", "content_base64": b64(&content("p2-d.csv"))}],
+            "next_cursor": "c2"}),
+        _ => json!({"files": []}),
+    };
+    axum::Json(page).into_response()
+}
+
+async fn api_file(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let mut api = api.lock().unwrap();
+    if headers.get("x-auth-token").and_then(|v| v.to_str().ok()) != Some(api.token.as_str()) {
+        api.unauthorized += 1;
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    api.downloads.push(name.clone());
+    content(&name).into_response()
+}
+
+/// Serves the fake API on a free port; returns its base URL.
+async fn serve_api(api: Api) -> String {
+    let app = axum::Router::new()
+        .route("/pages", get(api_page))
+        .route("/files/{name}", get(api_file))
+        .with_state(api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn pull_facilities(dir: &Path, api_base: &str, token_env: &str) -> PathBuf {
+    write_facilities(
+        dir,
+        &format!(
+            "facilities:\n  - id: FP\n    http_pull:\n      - id: exports\n        url: {api_base}/pages\n        poll_interval_ms: 200\n        cursor_param: since\n        auth: {{ header_name: X-Auth-Token, secret: {{ env: {token_env} }} }}\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn pull_resumes_from_the_persisted_cursor_after_a_kill() {
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let topic = topics.raw_files();
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("tok-{}", short_id());
+    let token_env = format!("IT_PULL_TOKEN_{}", short_id().to_uppercase());
+    let api: Api = Arc::new(Mutex::new(FakeApi {
+        token: token.clone(),
+        ..FakeApi::default()
+    }));
+    let api_base = serve_api(api.clone()).await;
+    let facilities = pull_facilities(dir.path(), &api_base, &token_env);
+    let lake = dir.path().join("lake");
+    let setup = Setup {
+        topics: &topics,
+        lake: &lake,
+        facilities: &facilities,
+        env: &[(token_env.as_str(), token.as_str())],
+        log: dir.path().join("connector.log"),
+    };
+
+    // First run: page 1 is ingested and its cursor stored.
+    let mut first = Connector::start(&setup).await;
+    let page1 = read_topic(&topic, 2, TIMEOUT).await;
+    assert_eq!(page1.len(), 2, "page 1 on the topic");
+    let cursor_file = lake.join("_raw/_cursors/FP/exports");
+    eventually(
+        TIMEOUT,
+        "page 2 to be asked for with the stored cursor",
+        || {
+            let asked = api
+                .lock()
+                .unwrap()
+                .page_requests
+                .contains(&Some("c1".to_string()));
+            async move { asked.then_some(()) }
+        },
+    )
+    .await;
+    let stored: Value = serde_json::from_slice(&std::fs::read(&cursor_file).unwrap()).unwrap();
+    assert_eq!(stored["cursor"], "c1");
+    first.child.kill();
+
+    // Page 2 appears (behind one 503); a new connector resumes at c1.
+    {
+        let mut api = api.lock().unwrap();
+        api.released = true;
+        api.failures_left = 1;
+    }
+    let second = Connector::start(&setup).await;
+    let all = read_topic(&topic, 4, TIMEOUT).await;
+    assert_eq!(all.len(), 4, "pages 1 and 2 on the topic");
+    assert_no_more(&topic, 4, Duration::from_secs(3)).await;
+
+    let mut ids: Vec<String> = all
+        .iter()
+        .map(|m| header_str(m, "medlake.file_id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = ["p1-a.csv", "p1-b.csv", "p2-c.csv", "p2-d.csv"]
+        .iter()
+        .map(|n| sha256_hex(&content(n)))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every file exactly once");
+    for message in &all {
+        assert_eq!(header_str(message, "medlake.source"), Some("http_pull"));
+        assert_eq!(message.key(), Some(&b"FP"[..]));
+        let name = header_str(message, "medlake.file_name").unwrap();
+        assert_eq!(message.payload(), Some(content(name).as_slice()));
+    }
+
+    eventually(TIMEOUT, "the cursor to reach c2", || {
+        let stored = std::fs::read(&cursor_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        async move { stored.filter(|s| s["cursor"] == "c2") }
+    })
+    .await;
+    {
+        let api = api.lock().unwrap();
+        let first_pages = api.page_requests.iter().filter(|c| c.is_none()).count();
+        assert_eq!(first_pages, 1, "page 1 was never fetched again");
+        let mut downloads = api.downloads.clone();
+        downloads.sort();
+        assert_eq!(downloads, ["p1-b.csv", "p2-c.csv"], "each download once");
+        assert_eq!(api.failures_left, 0, "the 503 was served and retried");
+        assert_eq!(api.unauthorized, 0, "the auth header was always sent");
+    }
+    let metrics = second.metrics().await;
+    assert!(
+        metrics.contains("medlake_api_connector_pull_retries_total{endpoint=\"FP/exports\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("medlake_connector_files_received_total{source=\"http_pull\"} 2"),
+        "{metrics}"
+    );
+
+    // SIGTERM: a clean, graceful exit.
+    let mut second = second;
+    assert!(
+        second.child.terminate(Duration::from_secs(20)),
+        "clean exit on SIGTERM; logs:\n{}",
+        second.logs()
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = short_id();
+    let key = format!("pushkey{suffix}");
+    let token = format!("pulltoken{suffix}");
+    let (key_env, token_env) = (
+        format!("IT_KEY_{}", suffix.to_uppercase()),
+        format!("IT_TOKEN_{}", suffix.to_uppercase()),
+    );
+    let api: Api = Arc::new(Mutex::new(FakeApi {
+        token: token.clone(),
+        ..FakeApi::default()
+    }));
+    let api_base = serve_api(api.clone()).await;
+    write_facilities(
+        dir.path(),
+        &format!(
+            "facilities:\n  - id: FS\n    api_key: {{ env: {key_env} }}\n    http_pull:\n      - id: exports\n        url: {api_base}/pages\n        poll_interval_ms: 200\n        auth: {{ header_name: X-Auth-Token, secret: {{ env: {token_env} }} }}\n  - id: FT\n    api_key_sha256: {}\n",
+            sha256_hex(b"other facility key")
+        ),
+    );
+    let lake = dir.path().join("lake");
+    let facilities = dir.path().join("facilities.yaml");
+    let setup = Setup {
+        topics: &topics,
+        lake: &lake,
+        facilities: &facilities,
+        env: &[
+            (key_env.as_str(), key.as_str()),
+            (token_env.as_str(), token.as_str()),
+        ],
+        log: dir.path().join("connector.log"),
+    };
+    let mut connector = Connector::start(&setup).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/files/s.csv", connector.base);
+    for request in [
+        client.put(&url).bearer_auth(&key).body("x"),
+        client.put(&url).bearer_auth(format!("{key}x")).body("x"),
+        client
+            .put(&url)
+            .header("X-API-Key", &key)
+            .header("X-Facility-Id", "FT")
+            .body("x"),
+        client.put(&url).bearer_auth(&key).body(""),
+    ] {
+        request.send().await.unwrap();
+    }
+    // Let the poller fetch page 1 (auth header in use) and log at debug.
+    read_topic(&topics.raw_files(), 3, TIMEOUT).await;
+    assert!(connector.child.terminate(Duration::from_secs(20)));
+
+    let logs = connector.logs();
+    assert!(
+        logs.contains("Push API listening"),
+        "logs captured:\n{logs}"
+    );
+    assert!(logs.contains("DEBUG"), "debug logs captured");
+    assert!(logs.contains("refused"), "the 403 was logged:\n{logs}");
+    for secret in [key.as_str(), token.as_str()] {
+        assert!(
+            !logs.contains(secret),
+            "a secret ({secret:?}) is in the logs:\n{logs}"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! Errors that stop the api-connector (start-up and server failures).
+//! Per-request and per-poll failures are answered or retried where they
+//! happen and never reach here.
+
+use std::net::SocketAddr;
+
+use medlake_common::endpoints::http::HttpEndpointError;
+use medlake_common::facilities::RegistryError;
+use medlake_common::ingest::IngestError;
+use medlake_common::{Classify, ErrorKind};
+
+/// The api-connector cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiConnectorError {
+    #[error("{source}")]
+    Registry { source: RegistryError },
+    #[error("facility {facility_id}: {source}")]
+    Endpoint {
+        facility_id: String,
+        source: HttpEndpointError,
+    },
+    #[error("facility {facility_id}: http_pull endpoint {endpoint_id} is listed twice")]
+    DuplicateEndpoint {
+        facility_id: String,
+        endpoint_id: String,
+    },
+    #[error(
+        "facility {facility_id}: http_pull endpoint {endpoint_id}: url does not parse: {source}"
+    )]
+    EndpointUrl {
+        facility_id: String,
+        endpoint_id: String,
+        source: url::ParseError,
+    },
+    #[error("cannot set up ingestion: {source}")]
+    Ingest { source: Box<IngestError> },
+    #[error("cannot build the HTTP client: {source}")]
+    Client { source: reqwest::Error },
+    #[error("cannot listen on {addr} for the push API: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the push API server failed: {source}")]
+    Serve { source: std::io::Error },
+}
+
+impl Classify for ApiConnectorError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ApiConnectorError::Ingest { source } => source.kind(),
+            _ => ErrorKind::Fatal,
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! HTTP GET with a size limit and retries: 5xx, 429, timeouts and
+//! connection errors are retried with [`Backoff`]; other answers are final.
+//!
+//! Redirects are followed only within the same origin, so a secret header
+//! never travels to another host behind the endpoint's back.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use medlake_common::{Shutdown, metrics};
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::redirect;
+
+use super::backoff::Backoff;
+use crate::config::PullConfig;
+
+/// A GET failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the server answered HTTP {status}")]
+    Status { status: u16 },
+    #[error("request failed: {source}")]
+    Transport { source: reqwest::Error },
+    #[error("the response is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("shutting down")]
+    Cancelled,
+}
+
+impl FetchError {
+    /// Whether trying again may help: 5xx, 429, timeouts, connection errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Status { status } => *status >= 500 || *status == 429,
+            FetchError::Transport { .. } => true,
+            FetchError::TooLarge { .. } | FetchError::Cancelled => false,
+        }
+    }
+
+    fn transport(source: reqwest::Error) -> Self {
+        // Download URLs may name files; keep them out of errors and logs.
+        FetchError::Transport {
+            source: source.without_url(),
+        }
+    }
+}
+
+/// GETs pages and files for every pull endpoint.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    backoff: Backoff,
+    max_attempts: u32,
+    max_bytes: usize,
+}
+
+impl Fetcher {
+    pub fn new(config: &PullConfig) -> Result<Self, reqwest::Error> {
+        let same_origin = redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().map(url::Url::origin);
+            if attempt.previous().len() > 5 {
+                attempt.error("too many redirects")
+            } else if first.is_some_and(|o| o == attempt.url().origin()) {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(10_000)))
+            .redirect(same_origin)
+            .user_agent(concat!("medlake/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            backoff: Backoff {
+                initial: Duration::from_millis(config.backoff_initial_ms),
+                max: Duration::from_millis(config.backoff_max_ms),
+            },
+            max_attempts: config.max_attempts.max(1),
+            max_bytes: config.max_file_bytes,
+        })
+    }
+
+    /// GETs `url` (with `auth` when given), retrying what can be retried.
+    /// `endpoint` is the metric label.
+    pub async fn get(
+        &self,
+        url: &url::Url,
+        auth: Option<&(HeaderName, HeaderValue)>,
+        endpoint: &str,
+        shutdown: &Shutdown,
+    ) -> Result<Bytes, FetchError> {
+        let mut attempt = 0;
+        loop {
+            let result = tokio::select! {
+                result = self.get_once(url, auth) => result,
+                () = shutdown.cancelled() => return Err(FetchError::Cancelled),
+            };
+            match result {
+                Err(error) if error.is_retryable() && attempt + 1 < self.max_attempts => {
+                    metrics::API_PULL_RETRIES
+                        .with_label_values(&[endpoint])
+                        .inc();
+                    let delay = self.backoff.delay(attempt);
+                    tracing::debug!(
+                        endpoint,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        %error,
+                        "Pull request failed; retrying."
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return Err(FetchError::Cancelled),
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(
+        &self,
+        url: &url::Url,
+        auth: Option<&(HeaderName, HeaderValue)>,
+    ) -> Result<Bytes, FetchError> {
+        let mut request = self.client.get(url.clone());
+        if let Some((name, value)) = auth {
+            request = request.header(name, value);
+        }
+        let mut response = request.send().await.map_err(FetchError::transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                status: status.as_u16(),
+            });
+        }
+        let limit = self.max_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(FetchError::TooLarge { limit });
+        }
+        let mut buffer = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(FetchError::transport)? {
+            if buffer.len() + chunk.len() > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A local server: `/flaky` fails `failures` times with 503 then answers
+    /// "ok"; `/big` answers 100 bytes; `/missing` is 404; `/slow` sleeps;
+    /// `/auth` echoes the header. Returns its base URL and the hit counter.
+    async fn server(failures: u32) -> (url::Url, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/flaky",
+                axum::routing::get(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if n < failures {
+                            Err(StatusCode::SERVICE_UNAVAILABLE)
+                        } else {
+                            Ok("ok")
+                        }
+                    }
+                }),
+            )
+            .route("/big", axum::routing::get(|| async { vec![b'x'; 100] }))
+            .route(
+                "/missing",
+                axum::routing::get(|| async { StatusCode::NOT_FOUND }),
+            )
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/auth",
+                axum::routing::get(|h: axum::http::HeaderMap| async move {
+                    h.get("x-token")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default()
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url::Url::parse(&format!("http://{addr}/")).unwrap(), hits)
+    }
+
+    fn fetcher(max_attempts: u32, max_file_bytes: usize) -> Fetcher {
+        Fetcher::new(&PullConfig {
+            request_timeout_ms: 300,
+            max_attempts,
+            backoff_initial_ms: 1,
+            backoff_max_ms: 5,
+            max_file_bytes,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_success() {
+        let (base, hits) = server(2).await;
+        let shutdown = Shutdown::new();
+        let body = fetcher(3, 1000)
+            .get(&base.join("flaky").unwrap(), None, "t/flaky", &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded_and_client_errors_not_retried() {
+        let (base, hits) = server(10).await;
+        let shutdown = Shutdown::new();
+        let f = fetcher(3, 1000);
+        let err = f
+            .get(&base.join("flaky").unwrap(), None, "t/flaky", &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Status { status: 503 }), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        let err = f
+            .get(&base.join("missing").unwrap(), None, "t/m", &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Status { status: 404 }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn size_limit_and_timeouts() {
+        let (base, _) = server(0).await;
+        let shutdown = Shutdown::new();
+        let err = fetcher(1, 99)
+            .get(&base.join("big").unwrap(), None, "t/big", &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { limit: 99 }), "{err}");
+        let exact = fetcher(1, 100)
+            .get(&base.join("big").unwrap(), None, "t/big", &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(exact.len(), 100);
+        let err = fetcher(2, 100)
+            .get(&base.join("slow").unwrap(), None, "t/slow", &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Transport { .. }), "{err}");
+        assert!(err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn sends_the_auth_header_and_stops_on_shutdown() {
+        let (base, _) = server(1000).await;
+        let shutdown = Shutdown::new();
+        let auth = (
+            HeaderName::from_static("x-token"),
+            HeaderValue::from_static("t0k"),
+        );
+        let body = fetcher(1, 100)
+            .get(&base.join("auth").unwrap(), Some(&auth), "t/a", &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"t0k");
+        shutdown.cancel();
+        let err = fetcher(100, 100)
+            .get(&base.join("flaky").unwrap(), None, "t/f", &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Cancelled));
+    }
+
+    #[test]
+    fn retries_server_errors_and_throttling_only() {
+        let status = |s| FetchError::Status { status: s };
+        assert!(status(500).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(status(429).is_retryable());
+        assert!(!status(404).is_retryable());
+        assert!(!status(401).is_retryable());
+        assert!(!FetchError::TooLarge { limit: 1 }.is_retryable());
+        assert!(!FetchError::Cancelled.is_retryable());
+    }
+}

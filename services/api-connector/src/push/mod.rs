@@ -1,0 +1,334 @@
+//! The push API: facilities upload files with `PUT /v1/files/{name}`
+//! (`PUT /v1/facilities/{facility_id}/files/{name}` names the facility in the
+//! path) or a multipart `POST /v1/files` (one part with a file name).
+//!
+//! Order of checks: the key (401), the facility it belongs to against any
+//! facility the request names in `X-Facility-Id` or the path (403), the file
+//! name (400), the body against `max_body_bytes` while it streams in (413),
+//! an empty body (422). Only then is the file written to the raw zone and
+//! published, and `202` answered once Kafka acked it.
+
+mod body;
+mod reply;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Multipart, Path, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{post, put};
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use medlake_common::ingest::{Ingestor, RawFile, Source};
+use medlake_common::{Classify, ErrorKind, metrics};
+
+use crate::auth::{KeyIndex, presented_key};
+use crate::recent::RecentFiles;
+pub use body::{BodyError, NameError, read_limited, validate_file_name};
+pub use reply::{Accepted, ApiError};
+
+/// Header a client may set to say which facility it pushes for.
+pub const FACILITY_HEADER: &str = "x-facility-id";
+
+/// Room for multipart boundaries and part headers above `max_body_bytes`.
+const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// What the push handlers share.
+pub struct PushState {
+    /// API key digests → facility.
+    pub keys: KeyIndex,
+    /// Recently accepted files, for idempotent re-sends.
+    pub recent: Arc<RecentFiles>,
+    /// Raw zone + Kafka.
+    pub ingestor: Arc<Ingestor>,
+    /// Largest accepted file.
+    pub max_body_bytes: usize,
+}
+
+/// The push routes, with request metrics.
+pub fn router(state: Arc<PushState>) -> Router {
+    let multipart_limit = state
+        .max_body_bytes
+        .saturating_add(MULTIPART_OVERHEAD_BYTES);
+    Router::new()
+        .route("/v1/files/{name}", put(put_file))
+        .route(
+            "/v1/facilities/{facility_id}/files/{name}",
+            put(put_facility_file),
+        )
+        .route("/v1/files", post(post_multipart))
+        .layer(DefaultBodyLimit::max(multipart_limit))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(track))
+}
+
+/// Counts every request by route template and status, and times it.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::API_HTTP_REQUESTS
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    metrics::API_HTTP_REQUEST_SECONDS
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn put_file(
+    State(state): State<Arc<PushState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    let facility_id = authenticate(&state.keys, &headers, None)?;
+    receive_body(&state, facility_id, name, &headers, body).await
+}
+
+async fn put_facility_file(
+    State(state): State<Arc<PushState>>,
+    Path((claimed, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    let facility_id = authenticate(&state.keys, &headers, Some(&claimed))?;
+    receive_body(&state, facility_id, name, &headers, body).await
+}
+
+async fn receive_body(
+    state: &PushState,
+    facility_id: String,
+    name: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    validate_file_name(&name).map_err(|reason| ApiError::BadName { reason })?;
+    let content_length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = read_limited(body, content_length, state.max_body_bytes)
+        .await
+        .map_err(|error| match error {
+            BodyError::TooLarge { limit } => ApiError::TooLarge { limit },
+            BodyError::Read { .. } => ApiError::BadRequest {
+                message: "the request body could not be read".to_string(),
+            },
+        })?;
+    accept(state, facility_id, name, bytes).await
+}
+
+async fn post_multipart(
+    State(state): State<Arc<PushState>>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Accepted, ApiError> {
+    let facility_id = authenticate(&state.keys, &headers, None)?;
+    let mut multipart = multipart.map_err(|_| ApiError::BadRequest {
+        message: "expected a multipart/form-data body".to_string(),
+    })?;
+    let mut file: Option<(String, Bytes)> = None;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, state.max_body_bytes))?
+    {
+        let Some(name) = field.file_name().map(str::to_string) else {
+            continue;
+        };
+        if file.is_some() {
+            return Err(ApiError::BadRequest {
+                message: "send one file per request".to_string(),
+            });
+        }
+        validate_file_name(&name).map_err(|reason| ApiError::BadName { reason })?;
+        let mut buffer = BytesMut::new();
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| multipart_error(e, state.max_body_bytes))?
+        {
+            if buffer.len() + chunk.len() > state.max_body_bytes {
+                return Err(ApiError::TooLarge {
+                    limit: state.max_body_bytes,
+                });
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        file = Some((name, buffer.freeze()));
+    }
+    let Some((name, bytes)) = file else {
+        return Err(ApiError::BadRequest {
+            message: "the form has no file part (a part with a filename)".to_string(),
+        });
+    };
+    accept(&state, facility_id, name, bytes).await
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
+    if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        // The whole form passed max_body_bytes plus the multipart overhead.
+        ApiError::TooLarge { limit }
+    } else {
+        ApiError::BadRequest {
+            message: "the multipart body is malformed".to_string(),
+        }
+    }
+}
+
+/// The facility the request's key belongs to; 403 when the request claims
+/// another one (in the path or `X-Facility-Id`).
+fn authenticate(
+    keys: &KeyIndex,
+    headers: &HeaderMap,
+    claimed_in_path: Option<&str>,
+) -> Result<String, ApiError> {
+    let key = presented_key(headers).ok_or(ApiError::MissingKey)?;
+    let facility_id = keys.facility_of(key).ok_or(ApiError::UnknownKey)?;
+    let claimed_in_header = headers.get(FACILITY_HEADER).map(|v| v.as_bytes());
+    let claims_other = claimed_in_path.is_some_and(|c| c != facility_id)
+        || claimed_in_header.is_some_and(|c| c != facility_id.as_bytes());
+    if claims_other {
+        tracing::warn!(
+            facility_id,
+            "A key was used to push for another facility; refused."
+        );
+        return Err(ApiError::OtherFacility);
+    }
+    Ok(facility_id.to_string())
+}
+
+/// Writes and publishes the file unless it was accepted recently.
+async fn accept(
+    state: &PushState,
+    facility_id: String,
+    file_name: String,
+    bytes: Bytes,
+) -> Result<Accepted, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::Empty);
+    }
+    let digest_input = bytes.clone();
+    let file_id =
+        tokio::task::spawn_blocking(move || medlake_common::facilities::sha256_hex(&digest_input))
+            .await
+            .map_err(|_| ApiError::Internal)?;
+    if let Some(raw_path) = state.recent.get(&facility_id, &file_id) {
+        tracing::info!(
+            facility_id,
+            file_id,
+            "File re-sent; answered as a duplicate."
+        );
+        return Ok(Accepted {
+            file_id,
+            facility_id,
+            raw_path,
+            duplicate: true,
+        });
+    }
+    let file = RawFile {
+        facility_id: facility_id.clone(),
+        source: Source::Http,
+        file_name,
+        bytes,
+        received_at: Utc::now(),
+    };
+    let receipt = state.ingestor.ingest(file).await.map_err(|error| {
+        let kind = error.kind();
+        metrics::ERRORS
+            .with_label_values(&["api_connector", kind_label(kind)])
+            .inc();
+        tracing::error!(facility_id, file_id, %error, "Pushed file could not be ingested.");
+        match kind {
+            ErrorKind::Retryable => ApiError::Unavailable,
+            ErrorKind::BadInput | ErrorKind::Fatal => ApiError::Internal,
+        }
+    })?;
+    state
+        .recent
+        .insert(&facility_id, &receipt.file_id, &receipt.raw_path);
+    Ok(Accepted {
+        file_id: receipt.file_id,
+        facility_id,
+        raw_path: receipt.raw_path,
+        duplicate: false,
+    })
+}
+
+/// The `kind` label of `medlake_errors_total`.
+pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Retryable => "retryable",
+        ErrorKind::BadInput => "bad_input",
+        ErrorKind::Fatal => "fatal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path as FsPath;
+
+    use axum::http::HeaderValue;
+    use medlake_common::facilities::{Registry, sha256_hex};
+
+    use super::*;
+
+    fn keys() -> KeyIndex {
+        let yaml = format!(
+            "facilities:\n  - id: A\n    api_key_sha256: {}\n  - id: B\n    api_key_sha256: {}\n",
+            sha256_hex(b"ka"),
+            sha256_hex(b"kb")
+        );
+        KeyIndex::from_registry(&Registry::parse(&yaml, FsPath::new("f")).unwrap()).0
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn a_key_pushes_for_its_own_facility_only() {
+        let keys = keys();
+        let ok = authenticate(&keys, &headers(&[("authorization", "Bearer ka")]), None);
+        assert_eq!(ok.unwrap(), "A");
+        let ok = authenticate(
+            &keys,
+            &headers(&[("x-api-key", "kb"), ("x-facility-id", "B")]),
+            Some("B"),
+        );
+        assert_eq!(ok.unwrap(), "B");
+
+        let missing = authenticate(&keys, &headers(&[]), None).unwrap_err();
+        assert!(matches!(missing, ApiError::MissingKey));
+        let wrong = authenticate(&keys, &headers(&[("x-api-key", "kc")]), None).unwrap_err();
+        assert!(matches!(wrong, ApiError::UnknownKey));
+        let header_claim = authenticate(
+            &keys,
+            &headers(&[("x-api-key", "ka"), ("x-facility-id", "B")]),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(header_claim, ApiError::OtherFacility));
+        let path_claim =
+            authenticate(&keys, &headers(&[("x-api-key", "ka")]), Some("B")).unwrap_err();
+        assert!(matches!(path_claim, ApiError::OtherFacility));
+    }
+}
