@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deployment files with the real tools (`make check-deploy`):
 #
+#   image       the Dockerfile passes BuildKit's lint checks (the ones of
+#               `docker build --check`; scripts/dockerfile-check, no engine)
 #   compose     `docker compose config -q` on docker-compose.yml
 #   prometheus  `promtool check config` (scrape config + alert rules) and
 #               `promtool check rules` on deploy/prometheus/alerts.yml
@@ -17,7 +19,8 @@
 #
 # Tools: docker + the compose plugin (scripts/install-compose.sh), promtool
 # (scripts/install-promtool.sh), helm (scripts/install-helm.sh); `make tools`
-# installs all three. A missing tool is an error, never a skipped check.
+# installs all three. The Dockerfile linter is built here from
+# scripts/dockerfile-check (Go, pinned BuildKit). A missing tool is an error, never a skipped check.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_DIR"
@@ -63,6 +66,14 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 step() { printf '%s\n' "-- $*"; }
 bad() { log "FAIL: $*"; fail=1; }
+
+# ---------------------------------------------------------------- image
+step "Dockerfile lint (BuildKit's checks)"
+dockerfile_check="$MEDLAKE_CACHE/bin/dockerfile-check"
+mkdir -p "$(dirname "$dockerfile_check")"
+(cd scripts/dockerfile-check && GOWORK=off GOFLAGS=-mod=readonly go build -o "$dockerfile_check" .) \
+    || die "cannot build scripts/dockerfile-check (needs Go and the module proxy once)"
+"$dockerfile_check" Dockerfile || bad "Dockerfile"
 
 # ---------------------------------------------------------------- compose
 step "docker compose config (docker-compose.yml)"
