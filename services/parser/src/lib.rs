@@ -13,6 +13,7 @@ pub mod convert;
 pub mod env;
 pub mod error;
 mod formats;
+pub mod offline;
 pub mod pipeline;
 pub mod testkit;
 pub mod text;
