@@ -8,7 +8,8 @@
 #               `promtool check rules` on deploy/prometheus/alerts.yml
 #   dashboards  every deploy/grafana/dashboards/*.json is a dashboard (JSON,
 #               uid, title, panels) and every PromQL query in it parses
-#               (promtool, through a generated rule file)
+#               (promtool, through a generated rule file); every medlake_*
+#               metric they name is defined in services/common/src/metrics.rs
 #   chart       helm/medlake/files/ equals its sources (schemas/, dashboards,
 #               alerts); every data set has a sink; `helm lint` and
 #               `helm template` with KEDA off and on, no HPA on a Deployment
@@ -136,6 +137,17 @@ then
 else
     bad "dashboards"
 fi
+
+step "metrics named by alerts and dashboards exist"
+# Every medlake_* series must be one services/common/src/metrics.rs defines
+# (histograms' _bucket/_count/_sum included), so a renamed metric cannot
+# silently empty a panel or disarm an alert.
+defined="$(grep -o '"medlake_[a-z0-9_]*"' services/common/src/metrics.rs | tr -d '"' | sort -u)"
+used="$(grep -ho 'medlake_[a-z0-9_]*' deploy/prometheus/alerts.yml deploy/grafana/dashboards/*.json \
+    | sed -E 's/_(bucket|count|sum)$//' | sort -u)"
+unknown="$(comm -23 <(echo "$used") <(echo "$defined"))"
+[[ -z "$unknown" ]] || bad "metrics not defined in services/common/src/metrics.rs: $(echo $unknown)"
+printf '%d medlake metrics used, all defined\n' "$(echo "$used" | wc -l)"
 
 # ---------------------------------------------------------------- chart
 step "chart copies equal their sources"
