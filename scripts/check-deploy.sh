@@ -72,7 +72,7 @@ bad() { log "FAIL: $*"; fail=1; }
 step "Dockerfile lint (BuildKit's checks)"
 dockerfile_check="$MEDLAKE_CACHE/bin/dockerfile-check"
 mkdir -p "$(dirname "$dockerfile_check")"
-(cd scripts/dockerfile-check && GOWORK=off GOFLAGS=-mod=readonly go build -o "$dockerfile_check" .) \
+(cd scripts/dockerfile-check && GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" go build -o "$dockerfile_check" .) \
     || die "cannot build scripts/dockerfile-check (needs Go and the module proxy once)"
 "$dockerfile_check" Dockerfile || bad "Dockerfile"
 
