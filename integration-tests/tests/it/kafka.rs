@@ -24,7 +24,7 @@ async fn a_40_mib_message_round_trips() {
         .collect();
     let producer = kafka::producer(&kafka_config()).unwrap();
     let topic = config.raw_files();
-    let (partition, offset) = producer
+    let delivery = producer
         .send(
             FutureRecord::to(&topic).key("F1001").payload(&payload),
             Duration::from_secs(60),
@@ -32,7 +32,7 @@ async fn a_40_mib_message_round_trips() {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    assert!(partition >= 0 && offset >= 0);
+    assert!(delivery.partition >= 0 && delivery.offset >= 0);
 
     let got = read_topic(&topic, 1, TIMEOUT).await;
     assert_eq!(got.len(), 1);
