@@ -357,6 +357,26 @@ async fn push_refusals_are_clear_json_errors_and_publish_nothing() {
             "file_too_large",
         ),
         (
+            "oversize multipart file",
+            client
+                .post(format!("{}/v1/files", connector.base))
+                .bearer_auth(&fx.key_a)
+                .header("content-type", "multipart/form-data; boundary=xyz")
+                .body(multipart_body("xyz", "big.zip", &[9u8; 2048])),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+        ),
+        (
+            "multipart without a file part",
+            client
+                .post(format!("{}/v1/files", connector.base))
+                .bearer_auth(&fx.key_a)
+                .header("content-type", "multipart/form-data; boundary=xyz")
+                .body("--xyz\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--xyz--\r\n"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
             "empty",
             client.put(&url).bearer_auth(&fx.key_a).body(Vec::new()),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -399,6 +419,7 @@ async fn push_refusals_are_clear_json_errors_and_publish_nothing() {
         "route=\"/v1/files/{name}\",status=\"413\"} 2",
         "route=\"/v1/files/{name}\",status=\"422\"} 1",
         "route=\"/v1/facilities/{facility_id}/files/{name}\",status=\"403\"} 1",
+        "route=\"/v1/files\",status=\"413\"} 1",
     ] {
         assert!(metrics.contains(needle), "{needle} in\n{metrics}");
     }

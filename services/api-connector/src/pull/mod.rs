@@ -306,3 +306,92 @@ impl EndpointPuller {
         Ok(Some((name, value)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use medlake_common::config::KafkaConfig;
+    use medlake_common::ingest::{IngestConfig, RawZone};
+    use medlake_common::secret::SecretRef;
+
+    use super::*;
+    use crate::config::PullConfig;
+
+    fn puller(dir: &std::path::Path, endpoint: HttpPullEndpoint) -> EndpointPuller {
+        // Creating a producer does not connect; nothing is published here.
+        let producer = medlake_common::kafka::producer(&KafkaConfig::default()).unwrap();
+        let zone = RawZone::open(dir.to_str().unwrap()).unwrap();
+        let ingestor = Ingestor::with_parts(zone, producer, "t".into(), &IngestConfig::default());
+        EndpointPuller::new(
+            "F1",
+            endpoint,
+            Fetcher::new(&PullConfig::default()).unwrap(),
+            Arc::new(ingestor),
+            Arc::new(RecentFiles::new(10)),
+        )
+        .unwrap()
+    }
+
+    fn endpoint(auth: Option<medlake_common::endpoints::http::HttpAuth>) -> HttpPullEndpoint {
+        HttpPullEndpoint {
+            id: "api".into(),
+            url: "http://customer.example/v1/exports?format=json".into(),
+            poll_interval_ms: 1000,
+            cursor_param: "since".into(),
+            auth,
+        }
+    }
+
+    #[tokio::test]
+    async fn cursor_goes_in_its_query_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = puller(dir.path(), endpoint(None));
+        assert_eq!(
+            p.page_url(None).as_str(),
+            "http://customer.example/v1/exports?format=json"
+        );
+        assert_eq!(
+            p.page_url(Some("2024-05-01T00:00:00Z&x")).as_str(),
+            "http://customer.example/v1/exports?format=json&since=2024-05-01T00%3A00%3A00Z%26x"
+        );
+        assert!(p.same_origin(&url::Url::parse("http://customer.example/dl/1").unwrap()));
+        assert!(!p.same_origin(&url::Url::parse("https://customer.example/dl/1").unwrap()));
+        assert!(!p.same_origin(&url::Url::parse("http://cdn.example/dl/1").unwrap()));
+    }
+
+    #[tokio::test]
+    async fn auth_header_is_read_from_its_secret_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("token");
+        std::fs::write(&secret_file, "s3cr3t-t0ken\n").unwrap();
+        let auth = medlake_common::endpoints::http::HttpAuth {
+            header_name: "Authorization".into(),
+            value_prefix: "Bearer ".into(),
+            secret: SecretRef {
+                env: None,
+                file: Some(secret_file),
+            },
+        };
+        let p = puller(dir.path(), endpoint(Some(auth)));
+        let (name, value) = p.auth_header().unwrap().unwrap();
+        assert_eq!(name.as_str(), "authorization");
+        assert_eq!(value.to_str().unwrap(), "Bearer s3cr3t-t0ken");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("s3cr3t"));
+        assert!(!format!("{:?}", p.endpoint).contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_fails_the_round_without_naming_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = medlake_common::endpoints::http::HttpAuth {
+            header_name: "X-Token".into(),
+            value_prefix: String::new(),
+            secret: SecretRef::env("MEDLAKE_TEST_SURELY_UNSET_TOKEN"),
+        };
+        let p = puller(dir.path(), endpoint(Some(auth)));
+        let err = p.round(&Shutdown::new()).await.unwrap_err();
+        assert_eq!(err.stage(), "auth");
+        assert_eq!(err.kind(), ErrorKind::Fatal);
+        assert!(err.to_string().contains("MEDLAKE_TEST_SURELY_UNSET_TOKEN"));
+    }
+}
