@@ -2,4 +2,5 @@
 //! real broker (see the harness in `integration-tests/src/lib.rs`).
 
 mod api;
+mod ftp;
 mod kafka;

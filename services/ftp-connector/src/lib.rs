@@ -1,1 +1,195 @@
-//! placeholder
+//! `medlake ftp-connector`: polls FTP and FTPS folders for new files and
+//! ingests them: the company's landing server, where each facility pushes
+//! into its own folder (source `ftp`), and customers' own servers (source
+//! `ftp_pull`). The endpoints come from the facility registry (`ftp:` of
+//! each facility); this crate's configuration only tunes the service.
+//!
+//! The key design choice is the order of acknowledgement. A file is
+//! downloaded, written to the raw zone and published, and only after the
+//! broker acked it is the remote file moved to `processed/` (or deleted).
+//! A crash at any point loses nothing: before the move the file is still
+//! there and is taken again at the next start; its file id is the SHA-256
+//! of its bytes, so a second publish is recognised as a duplicate by the
+//! parser's ledger. The connector therefore keeps no state of its own.
+//!
+//! Other choices:
+//! - one task per endpoint, each with its own session, stability memory and
+//!   exponential backoff, so a dead server or a wrong password (logged and
+//!   counted in `medlake_connector_poll_errors_total`, never with the
+//!   password) holds up no other endpoint;
+//! - a file is taken once it is settled: the same size in two listings in a
+//!   row and/or a modification time older than `min_age_ms`; a file whose
+//!   download does not match its listed size waits for the next listings;
+//! - files over `max_file_bytes` are moved to `rejected/` and counted,
+//!   rather than retried forever;
+//! - replicas split the endpoints by a hash of their id (`shard_count`,
+//!   `shard_index`), so each endpoint has exactly one poller.
+
+mod backoff;
+mod config;
+mod endpoint;
+mod error;
+mod session;
+mod stability;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use medlake_common::endpoints::ftp::FtpEndpoint;
+use medlake_common::facilities::Registry;
+use medlake_common::ingest::Ingestor;
+use medlake_common::{Context, Shutdown};
+use tokio::task::JoinSet;
+
+pub use crate::config::FtpConnectorConfig;
+pub use crate::error::{FtpConnectorError, PollError};
+
+/// Runs the connector until `shutdown` (or a fatal error).
+pub async fn run(
+    ctx: Context,
+    config: FtpConnectorConfig,
+    shutdown: Shutdown,
+) -> Result<(), FtpConnectorError> {
+    config
+        .validate()
+        .map_err(|reason| FtpConnectorError::Config { reason })?;
+    let registry = Registry::load(&ctx.facilities_file)?;
+    let endpoints = endpoints(&registry, &config)?;
+    let ingestor = Arc::new(Ingestor::new(&ctx, &config.ingest)?);
+
+    // A fatal error in one task stops the others, not the admin server.
+    let stop = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    for (facility_id, endpoint) in endpoints {
+        let id = endpoint.id.clone();
+        let backoff = backoff::Backoff::new(
+            Duration::from_millis(config.backoff_initial_ms),
+            Duration::from_millis(config.backoff_max_ms),
+        );
+        let worker = endpoint::Worker::new(facility_id, endpoint, ingestor.clone(), backoff);
+        let stop = stop.clone();
+        tasks.spawn(async move { (id, worker.run(stop).await) });
+    }
+    if tasks.is_empty() {
+        tracing::warn!("No FTP endpoint to poll; idle until shutdown.");
+    }
+    ctx.health.set_ready(true);
+    tracing::info!(
+        endpoints = tasks.len(),
+        shard_index = config.shard_index,
+        shard_count = config.shard_count,
+        "FTP connector running."
+    );
+
+    let mut result = Ok(());
+    if tasks.is_empty() {
+        stop.cancelled().await;
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let failure = match joined {
+            Ok((_, Ok(()))) => continue,
+            Ok((endpoint, Err(source))) => FtpConnectorError::Poll {
+                endpoint,
+                source: Box::new(source),
+            },
+            Err(panic) => FtpConnectorError::Crashed {
+                endpoint: format!("{panic}"),
+            },
+        };
+        if result.is_ok() {
+            result = Err(failure);
+        }
+        stop.cancel();
+    }
+    ctx.health.set_ready(false);
+    result
+}
+
+/// The endpoints this replica polls, validated, with their facility id.
+fn endpoints(
+    registry: &Registry,
+    config: &FtpConnectorConfig,
+) -> Result<Vec<(String, FtpEndpoint)>, FtpConnectorError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut facilities: Vec<_> = registry.iter().collect();
+    facilities.sort_by(|a, b| a.id.cmp(&b.id));
+    for facility in facilities {
+        for endpoint in &facility.ftp {
+            endpoint
+                .validate()
+                .map_err(|source| FtpConnectorError::Endpoint {
+                    facility_id: facility.id.clone(),
+                    source,
+                })?;
+            if !seen.insert(endpoint.id.clone()) {
+                return Err(FtpConnectorError::DuplicateEndpoint {
+                    id: endpoint.id.clone(),
+                });
+            }
+            if config.owns(&endpoint.id) {
+                out.push((facility.id.clone(), endpoint.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const REGISTRY: &str = "
+facilities:
+  - id: F2
+    ftp:
+      - { id: e2, host: h, user: u, password: { env: P } }
+  - id: F1
+    ftp:
+      - { id: e1a, host: h, user: u, password: { env: P } }
+      - { id: e1b, host: h, user: u, password: { env: P }, source: ftp_pull }
+  - id: F3
+";
+
+    #[test]
+    fn endpoints_come_from_the_registry_in_a_stable_order() {
+        let registry = Registry::parse(REGISTRY, Path::new("f")).unwrap();
+        let all = endpoints(&registry, &FtpConnectorConfig::default()).unwrap();
+        let ids: Vec<(&str, &str)> = all
+            .iter()
+            .map(|(f, e)| (f.as_str(), e.id.as_str()))
+            .collect();
+        assert_eq!(ids, [("F1", "e1a"), ("F1", "e1b"), ("F2", "e2")]);
+    }
+
+    #[test]
+    fn duplicate_and_invalid_endpoints_stop_the_start() {
+        let dup = "facilities:\n  - id: A\n    ftp: [{ id: e, host: h, user: u, password: { env: P } }]\n  - id: B\n    ftp: [{ id: e, host: h, user: u, password: { env: P } }]\n";
+        let registry = Registry::parse(dup, Path::new("f")).unwrap();
+        assert!(matches!(
+            endpoints(&registry, &FtpConnectorConfig::default()),
+            Err(FtpConnectorError::DuplicateEndpoint { .. })
+        ));
+        let bad = "facilities:\n  - id: A\n    ftp: [{ id: e, host: h, user: u, password: { env: P }, glob: '[' }]\n";
+        let registry = Registry::parse(bad, Path::new("f")).unwrap();
+        let err = endpoints(&registry, &FtpConnectorConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("glob"), "{err}");
+    }
+
+    #[test]
+    fn shards_take_disjoint_endpoints() {
+        let registry = Registry::parse(REGISTRY, Path::new("f")).unwrap();
+        let mut total = 0;
+        for shard_index in 0..2 {
+            let config = FtpConnectorConfig {
+                shard_count: 2,
+                shard_index,
+                ..FtpConnectorConfig::default()
+            };
+            total += endpoints(&registry, &config).unwrap().len();
+        }
+        assert_eq!(total, 3);
+    }
+}

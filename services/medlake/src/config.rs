@@ -34,6 +34,10 @@ pub struct Config {
     /// The facility registry file.
     #[serde(default = "default_facilities_file")]
     pub facilities_file: PathBuf,
+    /// `medlake ftp-connector`: backoff, sharding and ingest tuning (the
+    /// endpoints are in the facility registry).
+    #[serde(default)]
+    pub ftp_connector: medlake_ftp_connector::FtpConnectorConfig,
     /// `medlake api-connector`: push API and HTTP pull endpoints.
     #[serde(default)]
     pub api_connector: medlake_api_connector::ApiConnectorConfig,
@@ -48,6 +52,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "log",
     "schemas_dir",
     "facilities_file",
+    "ftp_connector",
     "api_connector",
 ];
 

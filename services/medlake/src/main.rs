@@ -30,6 +30,8 @@ enum Command {
     /// Manage the Kafka topics medlake uses.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
+    /// Poll the FTP folders of the facility registry and ingest new files.
+    FtpConnector,
     /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
     ApiConnector,
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
+            Command::FtpConnector => cmd::ftp_connector::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
         }
     });

@@ -104,6 +104,16 @@ impl RecordSink for JsonLines<'_> {
     }
 }
 
+/// The `_ingested_at` of a dry run: the RFC 3339 time given, or now.
+pub fn now_from(arg: Option<&str>) -> Result<DateTime<Utc>, String> {
+    match arg {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("--now must be an RFC 3339 time: {e}")),
+        None => Ok(Utc::now()),
+    }
+}
+
 /// Loads the definitions, then parses the file.
 pub fn run(
     opts: &OfflineOptions,

@@ -52,6 +52,10 @@ pub struct FtpEndpoint {
     /// Explicit FTPS (`AUTH TLS` on the control port, protected data channel).
     #[serde(default)]
     pub ftps: bool,
+    /// PEM file of certificate authorities trusted for FTPS besides the
+    /// system's (a private CA or a self-signed server certificate).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// What to do with a remote file once it is ingested.
     #[serde(default)]
     pub after: After,
@@ -233,6 +237,7 @@ mod tests {
     fn full_definition() {
         let e = parse(
             "id: cust-1\nhost: ftp.example.com\nport: 2121\nuser: u\npassword: { file: /run/p }\n\
+             ca_file: /etc/ca.pem\n\
              directory: /out\nglob: '*.zip'\npoll_interval_ms: 500\n\
              stability: { unchanged_size: false, min_age_ms: 60000 }\nftps: true\n\
              after: delete\nmax_file_bytes: 1000\nsource: ftp_pull\n",

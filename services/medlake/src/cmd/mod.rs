@@ -2,6 +2,7 @@
 //! configuration into a call of a library crate.
 
 pub mod api_connector;
+pub mod ftp_connector;
 pub mod topics;
 
 use std::future::Future;

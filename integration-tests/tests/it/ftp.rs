@@ -1,0 +1,529 @@
+//! `medlake ftp-connector` as a real child process, against the real broker
+//! and a real FTP server (`scripts/ftp_server.py`, pyftpdlib) started per
+//! test on a free port with a temporary root. Files are uploaded with a
+//! real FTP client (suppaftp).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medlake_common::config::TopicsConfig;
+use medlake_common::facilities::sha256_hex;
+use medlake_common::ingest::{RawHeaders, Source};
+use medlake_common::topics;
+use medlake_integration_tests::{
+    ChildGuard, assert_no_more, eventually, kafka_config, medlake, read_topic, repo_root, short_id,
+    topics_config,
+};
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::types::FileType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const USER: &str = "medlake";
+
+/// A free TCP port on the loopback interface.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running FTP server and its root directory on disk.
+struct FtpServer {
+    _child: ChildGuard,
+    port: u16,
+    root: PathBuf,
+    password: String,
+}
+
+impl FtpServer {
+    /// Starts `scripts/ftp_server.py` (with `MEDLAKE_PYTHON`, else
+    /// `python3`) and waits for its ready line.
+    fn start(root: &Path) -> Self {
+        let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let password = format!("ftp-pw-{}", short_id());
+        std::fs::create_dir_all(root).unwrap();
+        let mut command = Command::new(python);
+        command
+            .arg(repo_root().join("scripts/ftp_server.py"))
+            .args(["--port", "0", "--user", USER, "--quiet", "--root"])
+            .arg(root)
+            .env("FTP_PASSWORD", &password)
+            .stdout(Stdio::piped());
+        let mut child = ChildGuard::spawn(command);
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("FTP server ready line (is pyftpdlib installed? scripts/py-deps.sh)");
+        let port = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in FTP server line {line:?}"));
+        Self {
+            _child: child,
+            port,
+            root: root.to_path_buf(),
+            password,
+        }
+    }
+
+    async fn client(&self) -> AsyncFtpStream {
+        let mut ftp = AsyncFtpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        ftp.login(USER, &self.password).await.unwrap();
+        ftp.transfer_type(FileType::Binary).await.unwrap();
+        ftp
+    }
+
+    /// Uploads `bytes` as `name` with an FTP client.
+    async fn upload(&self, name: &str, bytes: &[u8]) {
+        let mut ftp = self.client().await;
+        ftp.put_file(name, &mut &bytes[..]).await.unwrap();
+        ftp.quit().await.unwrap();
+    }
+
+    /// Appends `bytes` to `name` with an FTP client (APPE).
+    async fn append(&self, name: &str, bytes: &[u8]) {
+        let mut ftp = self.client().await;
+        ftp.append_file(name, &mut &bytes[..]).await.unwrap();
+        ftp.quit().await.unwrap();
+    }
+}
+
+/// A running `medlake ftp-connector` writing JSON logs to a file.
+struct Connector {
+    child: ChildGuard,
+    admin_port: u16,
+    log: PathBuf,
+}
+
+impl Connector {
+    fn start(topics: &TopicsConfig, dir: &Path, env: &[(&str, &str)]) -> Self {
+        let admin_port = free_port();
+        let log = dir.join("connector.log");
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = medlake(topics);
+        command
+            .arg("ftp-connector")
+            .env("MEDLAKE_LAKE_URI", dir.join("lake"))
+            .env("MEDLAKE_FACILITIES_FILE", dir.join("facilities.yaml"))
+            .env("MEDLAKE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+            .env("MEDLAKE_LOG__FORMAT", "json")
+            .env("MEDLAKE_FTP_CONNECTOR__BACKOFF_INITIAL_MS", "200")
+            .env("MEDLAKE_FTP_CONNECTOR__BACKOFF_MAX_MS", "1000")
+            .env("RUST_LOG", "info,medlake_ftp_connector=debug")
+            .env("NO_COLOR", "1")
+            .stderr(log_file);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self {
+            child: ChildGuard::spawn(command),
+            admin_port,
+            log,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON log lines.
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(None))
+    }
+
+    /// The admin server's `/metrics` text (empty while it is not up).
+    async fn metrics(&self) -> String {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port)).await
+        else {
+            return String::new();
+        };
+        let request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}`), if present.
+    async fn metric(&self, sample: &str) -> Option<f64> {
+        self.metrics().await.lines().find_map(|line| {
+            let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+}
+
+/// Writes the facility registry: `(facility, endpoint id, password env,
+/// extra endpoint YAML)` per endpoint, all on the test's server.
+fn write_facilities(dir: &Path, port: u16, endpoints: &[(&str, &str, &str, &str)]) {
+    let mut yaml = String::from("facilities:\n");
+    for (facility, id, password_env, extra) in endpoints {
+        yaml.push_str(&format!(
+            "  - id: {facility}\n    ftp:\n      - id: {id}\n        host: 127.0.0.1\n        \
+             port: {port}\n        user: {USER}\n        password: {{ env: {password_env} }}\n        \
+             poll_interval_ms: 300\n        timeout_ms: 5000\n{extra}"
+        ));
+    }
+    std::fs::write(dir.join("facilities.yaml"), yaml).unwrap();
+}
+
+async fn ensure_topics(config: &TopicsConfig) {
+    let admin = medlake_common::kafka::admin(&kafka_config()).unwrap();
+    topics::ensure(&admin, &topics::specs(config, []))
+        .await
+        .expect("create the test topics (is the broker up? `make kafka-up`)");
+}
+
+/// Checks a raw-file message against the bytes it should carry.
+fn assert_raw_message(message: &OwnedMessage, facility: &str, name: &str, bytes: &[u8]) {
+    let headers = RawHeaders::from_message(message).expect("raw-file headers");
+    assert_eq!(headers.file_id, sha256_hex(bytes));
+    assert_eq!(headers.facility_id, facility);
+    assert_eq!(headers.source, Source::Ftp);
+    assert_eq!(headers.file_name, name);
+    let age = chrono::Utc::now() - headers.received_at;
+    assert!(
+        age < chrono::Duration::minutes(5),
+        "received_at {age:?} ago"
+    );
+    assert_eq!(message.key(), Some(facility.as_bytes()));
+    assert_eq!(message.payload().unwrap_or_default(), bytes);
+    assert!(headers.payload_ref.is_none());
+}
+
+/// The raw zone copy of a file.
+fn raw_copy(dir: &Path, facility: &str, bytes: &[u8]) -> Vec<u8> {
+    let id = sha256_hex(bytes);
+    let base = dir.join("lake/_raw").join(facility);
+    let mut found = Vec::new();
+    let mut stack = vec![base];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == id.as_str()) {
+                found.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "raw zone copies of {id}: {found:?}");
+    std::fs::read(&found[0]).unwrap()
+}
+
+#[tokio::test]
+async fn uploaded_files_are_published_once_kept_raw_and_moved_to_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FtpServer::start(&dir.path().join("ftp"));
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    write_facilities(
+        dir.path(),
+        server.port,
+        &[("F1", "f1-landing", &env_name, "        glob: '*.zip'\n")],
+    );
+    let mut connector = Connector::start(&topics, dir.path(), &[(&env_name, &server.password)]);
+
+    let files: [(&str, Vec<u8>); 2] = [
+        (
+            "a.zip",
+            b"first file \r\n with CRLF and \x00 bytes".to_vec(),
+        ),
+        (
+            "b b.zip",
+            (0..200_000u32).map(|i| (i % 251) as u8).collect(),
+        ),
+    ];
+    for (name, bytes) in &files {
+        server.upload(name, bytes).await;
+    }
+    server.upload("notes.txt", b"not matching the glob").await;
+
+    let raw_topic = topics.raw_files();
+    let mut messages = read_topic(&raw_topic, 2, TIMEOUT).await;
+    assert_eq!(messages.len(), 2, "{}", connector.logs());
+    messages.sort_by_key(|m| RawHeaders::from_message(m).unwrap().file_name);
+    for ((name, bytes), message) in files.iter().zip(&messages) {
+        assert_raw_message(message, "F1", name, bytes);
+        assert_eq!(&raw_copy(dir.path(), "F1", bytes), bytes);
+    }
+    eventually(TIMEOUT, "files moved to processed/", || async {
+        let moved = files
+            .iter()
+            .all(|(name, _)| server.root.join("processed").join(name).exists());
+        let gone = files
+            .iter()
+            .all(|(name, _)| !server.root.join(name).exists());
+        (moved && gone).then_some(())
+    })
+    .await;
+    for (name, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(server.root.join("processed").join(name)).unwrap(),
+            bytes
+        );
+    }
+    assert!(
+        server.root.join("notes.txt").exists(),
+        "a file outside the glob stays"
+    );
+    assert_no_more(&raw_topic, 2, Duration::from_secs(3)).await;
+    let received = connector
+        .metric("medlake_connector_files_received_total{source=\"ftp\"}")
+        .await;
+    assert_eq!(received, Some(2.0));
+    assert!(connector.alive());
+}
+
+#[tokio::test]
+async fn a_growing_file_is_taken_only_once_it_stopped_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FtpServer::start(&dir.path().join("ftp"));
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    write_facilities(
+        dir.path(),
+        server.port,
+        &[("F1", "f1-landing", &env_name, "")],
+    );
+    let connector = Connector::start(&topics, dir.path(), &[(&env_name, &server.password)]);
+    // Let the connector reach its polling loop first.
+    eventually(TIMEOUT, "connector polling", || async {
+        connector
+            .logs()
+            .contains("Polling FTP endpoint.")
+            .then_some(())
+    })
+    .await;
+
+    let mut expected = b"header line\n".to_vec();
+    server.upload("growing.csv", &expected).await;
+    let raw_topic = topics.raw_files();
+    // Append every 100 ms for about 3 s while the connector lists every 300 ms.
+    let grow_until = Instant::now() + Duration::from_secs(3);
+    let mut chunk = 0;
+    let reader = tokio::spawn({
+        let topic = raw_topic.clone();
+        async move { read_topic(&topic, 1, Duration::from_millis(2800)).await }
+    });
+    while Instant::now() < grow_until {
+        let line = format!("row {chunk}\n");
+        server.append("growing.csv", line.as_bytes()).await;
+        expected.extend_from_slice(line.as_bytes());
+        chunk += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let while_growing = reader.await.unwrap();
+    assert!(
+        while_growing.is_empty(),
+        "a file was published while it was still growing"
+    );
+    assert!(
+        server.root.join("growing.csv").exists(),
+        "not moved while growing"
+    );
+
+    let messages = read_topic(&raw_topic, 1, TIMEOUT).await;
+    assert_eq!(messages.len(), 1, "{}", connector.logs());
+    assert_raw_message(&messages[0], "F1", "growing.csv", &expected);
+    assert_no_more(&raw_topic, 1, Duration::from_secs(3)).await;
+    eventually(TIMEOUT, "growing.csv moved", || async {
+        server
+            .root
+            .join("processed/growing.csv")
+            .exists()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killing_the_connector_mid_download_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FtpServer::start(&dir.path().join("ftp"));
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    write_facilities(
+        dir.path(),
+        server.port,
+        &[("F1", "f1-landing", &env_name, "")],
+    );
+    // 48 MiB: above the inline limit, so it also travels by reference.
+    let big: Vec<u8> = (0..48 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    // Put it in place atomically, as a finished upload.
+    let staging = dir.path().join("big.bin.tmp");
+    std::fs::write(&staging, &big).unwrap();
+    std::fs::rename(&staging, server.root.join("big.bin")).unwrap();
+
+    let env = [(env_name.as_str(), server.password.as_str())];
+    let mut first = Connector::start(&topics, dir.path(), &env);
+    eventually(TIMEOUT, "download started", || async {
+        first.logs().contains("Downloading.").then_some(())
+    })
+    .await;
+    first.child.kill();
+    let moved_before_restart = server.root.join("processed/big.bin").exists();
+
+    let second = Connector::start(&topics, dir.path(), &env);
+    eventually(TIMEOUT, "big.bin moved to processed/", || async {
+        server.root.join("processed/big.bin").exists().then_some(())
+    })
+    .await;
+    assert!(!server.root.join("big.bin").exists());
+    let raw_topic = topics.raw_files();
+    let messages = read_topic(&raw_topic, 2, Duration::from_secs(10)).await;
+    assert!(
+        !messages.is_empty() && messages.len() <= 2,
+        "{} messages (moved before restart: {moved_before_restart}); logs:\n{}",
+        messages.len(),
+        second.logs()
+    );
+    for message in &messages {
+        let headers = RawHeaders::from_message(message).unwrap();
+        assert_eq!(headers.file_id, sha256_hex(&big));
+        assert_eq!(message.payload().unwrap_or_default().len(), 0);
+        let reference = headers.payload_ref.expect("large file by reference");
+        let stored = std::fs::read(dir.path().join("lake").join(&reference)).unwrap();
+        assert!(stored == big, "raw zone copy differs");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_error_and_a_metric_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FtpServer::start(&dir.path().join("ftp"));
+    std::fs::create_dir_all(server.root.join("good")).unwrap();
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let good_env = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    let bad_env = format!("MEDLAKE_IT_FTP_BAD_{}", short_id());
+    let wrong_password = format!("wrong-{}", short_id());
+    write_facilities(
+        dir.path(),
+        server.port,
+        &[
+            (
+                "F1",
+                "good-endpoint",
+                &good_env,
+                "        directory: good\n",
+            ),
+            ("F2", "bad-endpoint", &bad_env, ""),
+        ],
+    );
+    let mut connector = Connector::start(
+        &topics,
+        dir.path(),
+        &[(&good_env, &server.password), (&bad_env, &wrong_password)],
+    );
+    server
+        .upload("good/ok.zip", b"the good endpoint still works")
+        .await;
+
+    let messages = read_topic(&topics.raw_files(), 1, TIMEOUT).await;
+    assert_eq!(messages.len(), 1, "{}", connector.logs());
+    assert_raw_message(
+        &messages[0],
+        "F1",
+        "ok.zip",
+        b"the good endpoint still works",
+    );
+
+    let sample = "medlake_connector_poll_errors_total{endpoint=\"bad-endpoint\",stage=\"login\"}";
+    eventually(TIMEOUT, "two login errors counted", || async {
+        connector.metric(sample).await.filter(|&n| n >= 2.0)
+    })
+    .await;
+    let login_error = connector.events().into_iter().find(|e| {
+        e["level"] == "ERROR" && e["endpoint"] == "bad-endpoint" && e["stage"] == "login"
+    });
+    let login_error =
+        login_error.unwrap_or_else(|| panic!("no login error logged:\n{}", connector.logs()));
+    assert!(
+        login_error["error"].as_str().unwrap().contains("login"),
+        "{login_error}"
+    );
+    assert!(
+        connector.alive(),
+        "the connector must survive a wrong password"
+    );
+    assert!(!connector.logs().contains(&wrong_password));
+}
+
+#[tokio::test]
+async fn ftp_passwords_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FtpServer::start(&dir.path().join("ftp"));
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let good_env = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    let bad_env = format!("MEDLAKE_IT_FTP_BAD_{}", short_id());
+    let wrong_password = format!("wrong-{}", short_id());
+    write_facilities(
+        dir.path(),
+        server.port,
+        &[("F1", "good", &good_env, ""), ("F2", "bad", &bad_env, "")],
+    );
+    let mut connector = Connector::start(
+        &topics,
+        dir.path(),
+        &[
+            (&good_env, &server.password),
+            (&bad_env, &wrong_password),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    server.upload("x.zip", b"bytes").await;
+    assert_eq!(read_topic(&topics.raw_files(), 1, TIMEOUT).await.len(), 1);
+    eventually(TIMEOUT, "a login error logged", || async {
+        connector.logs().contains("FTP poll failed.").then_some(())
+    })
+    .await;
+    assert!(
+        connector.child.terminate(Duration::from_secs(20)),
+        "SIGTERM must stop the connector cleanly:\n{}",
+        connector.logs()
+    );
+    let logs = connector.logs();
+    assert!(logs.contains("DEBUG"), "debug logging was on");
+    assert!(logs.contains("Stopped polling FTP endpoint."));
+    for secret in [&server.password, &wrong_password] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a password reached the logs"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The task that polls one endpoint: list, take the settled files one by
+//! one (download, ingest, move or delete), sleep, repeat. A failure drops
+//! the session, counts a poll error and backs off; it never touches the
+//! other endpoints, which run in their own tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use medlake_common::endpoints::ftp::{After, FtpEndpoint};
+use medlake_common::ingest::{Ingestor, RawFile};
+use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
+
+use crate::backoff::Backoff;
+use crate::error::PollError;
+use crate::session::Session;
+use crate::stability::{RemoteFile, StabilityTracker};
+
+/// One endpoint, with the facility it belongs to.
+pub struct Worker {
+    facility_id: String,
+    endpoint: FtpEndpoint,
+    ingestor: Arc<Ingestor>,
+    tracker: StabilityTracker,
+    backoff: Backoff,
+    session: Option<Session>,
+}
+
+/// What a poll did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub listed: usize,
+    pub ingested: usize,
+    pub rejected: usize,
+}
+
+impl Worker {
+    pub fn new(
+        facility_id: String,
+        endpoint: FtpEndpoint,
+        ingestor: Arc<Ingestor>,
+        backoff: Backoff,
+    ) -> Self {
+        // The glob was checked when the registry was validated.
+        let matcher = globset::Glob::new(&endpoint.glob)
+            .map(|g| g.compile_matcher())
+            .unwrap_or_else(|_| globset::Glob::new("*").expect("valid").compile_matcher());
+        let tracker = StabilityTracker::new(endpoint.stability.clone(), matcher);
+        Self {
+            facility_id,
+            endpoint,
+            ingestor,
+            tracker,
+            backoff,
+            session: None,
+        }
+    }
+
+    /// Polls until `shutdown`; returns an error only when the service must
+    /// stop (a fatal ingestion error).
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<(), PollError> {
+        let id = self.endpoint.id.clone();
+        let interval = Duration::from_millis(self.endpoint.poll_interval_ms);
+        tracing::info!(
+            endpoint = id,
+            facility_id = self.facility_id,
+            host = self.endpoint.host,
+            port = self.endpoint.port,
+            ftps = self.endpoint.ftps,
+            "Polling FTP endpoint."
+        );
+        loop {
+            let delay = match self.poll(&shutdown).await {
+                Ok(outcome) => {
+                    if self.backoff.failures() > 0 {
+                        tracing::info!(endpoint = id, "FTP endpoint recovered.");
+                    }
+                    self.backoff.reset();
+                    tracing::debug!(
+                        endpoint = id,
+                        listed = outcome.listed,
+                        ingested = outcome.ingested,
+                        rejected = outcome.rejected,
+                        "Polled."
+                    );
+                    interval
+                }
+                Err(error) => {
+                    self.drop_session();
+                    let stage = error.stage();
+                    metrics::CONNECTOR_POLL_ERRORS
+                        .with_label_values(&[id.as_str(), stage])
+                        .inc();
+                    let kind = error.kind();
+                    metrics::ERRORS
+                        .with_label_values(&["ftp_connector", kind_label(kind)])
+                        .inc();
+                    if kind == ErrorKind::Fatal {
+                        tracing::error!(endpoint = id, stage, %error, "FTP endpoint failed fatally.");
+                        return Err(error);
+                    }
+                    let delay = self.backoff.next_delay();
+                    tracing::error!(endpoint = id, stage, %error,
+                        failures = self.backoff.failures(),
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "FTP poll failed.");
+                    delay
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        if let Some(session) = self.session.take() {
+            session.close().await;
+        }
+        tracing::info!(endpoint = id, "Stopped polling FTP endpoint.");
+        Ok(())
+    }
+
+    fn drop_session(&mut self) {
+        // Dropped without QUIT: after an error the connection state is unknown.
+        self.session = None;
+    }
+
+    /// A live session: the kept one if the server still answers, else a new one.
+    async fn session(&mut self) -> Result<&mut Session, PollError> {
+        let reusable = match self.session.as_mut() {
+            Some(session) => session.alive().await,
+            None => false,
+        };
+        if !reusable {
+            self.session = Some(Session::open(&self.endpoint).await?);
+        }
+        Ok(self.session.as_mut().expect("session was just set"))
+    }
+
+    /// One listing and the files it settled.
+    pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<PollOutcome, PollError> {
+        let listing = self.session().await?.list().await?;
+        let mut outcome = PollOutcome {
+            listed: listing.len(),
+            ..PollOutcome::default()
+        };
+        let settled = self.tracker.observe(listing);
+        for file in settled {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.take(&file, shutdown).await? {
+                Taken::Ingested => outcome.ingested += 1,
+                Taken::Rejected => outcome.rejected += 1,
+                Taken::Skipped => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Downloads, ingests and finishes one settled file.
+    async fn take(&mut self, file: &RemoteFile, shutdown: &Shutdown) -> Result<Taken, PollError> {
+        let endpoint = self.endpoint.clone();
+        let id = endpoint.id.as_str();
+        if self.tracker.needs_age() {
+            let modified = self.session().await?.modified(&file.name).await?;
+            if !self.tracker.old_enough(modified, Utc::now()) {
+                return Ok(Taken::Skipped);
+            }
+        }
+        if file.size > endpoint.max_file_bytes {
+            self.reject(file, "too_large").await?;
+            return Ok(Taken::Rejected);
+        }
+        tracing::debug!(
+            endpoint = id,
+            file_name = file.name,
+            bytes = file.size,
+            "Downloading."
+        );
+        let session = self.session().await?;
+        let bytes = tokio::select! {
+            // Abandoning a download is safe: nothing was acknowledged yet.
+            () = shutdown.cancelled() => return Ok(Taken::Skipped),
+            bytes = session.download(&file.name, file.size, endpoint.max_file_bytes) => bytes,
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(PollError::TooLarge { .. }) => {
+                // Grew past the limit since it was listed: leave it for the
+                // next listing, which sees its real size.
+                self.drop_session();
+                self.tracker
+                    .changed(&file.name, endpoint.max_file_bytes + 1);
+                return Ok(Taken::Skipped);
+            }
+            Err(error) => return Err(error),
+        };
+        if bytes.len() as u64 != file.size {
+            tracing::debug!(
+                endpoint = id,
+                listed = file.size,
+                downloaded = bytes.len(),
+                "File changed while downloading; waiting for it to settle."
+            );
+            self.tracker.changed(&file.name, bytes.len() as u64);
+            return Ok(Taken::Skipped);
+        }
+        let raw = RawFile {
+            facility_id: self.facility_id.clone(),
+            source: endpoint.source,
+            file_name: file.name.clone(),
+            bytes,
+            received_at: Utc::now(),
+        };
+        let receipt = match self.ingestor.ingest(raw).await {
+            Ok(receipt) => receipt,
+            Err(source) if source.kind() == ErrorKind::BadInput => {
+                tracing::error!(endpoint = id, %source, "File cannot be published; setting it aside.");
+                self.reject(file, "unpublishable").await?;
+                return Ok(Taken::Rejected);
+            }
+            Err(source) => {
+                return Err(PollError::Ingest {
+                    file_name: file.name.clone(),
+                    source,
+                });
+            }
+        };
+        // Only now, with the file in the raw zone and acked by Kafka, is
+        // the source told it was taken.
+        let session = self.session().await?;
+        match endpoint.after {
+            After::Move => {
+                session
+                    .move_to(
+                        &endpoint,
+                        &file.name,
+                        &endpoint.processed_dir,
+                        &receipt.file_id,
+                    )
+                    .await?
+            }
+            After::Delete => session.delete(&file.name).await?,
+        }
+        tracing::info!(endpoint = id, file_id = receipt.file_id, facility_id = self.facility_id,
+            after = ?endpoint.after, "FTP file taken.");
+        Ok(Taken::Ingested)
+    }
+
+    /// Moves a file that cannot be ingested to `rejected_dir`, so it is
+    /// neither lost nor retried forever.
+    async fn reject(&mut self, file: &RemoteFile, reason: &'static str) -> Result<(), PollError> {
+        let endpoint = self.endpoint.clone();
+        tracing::warn!(
+            endpoint = endpoint.id,
+            file_name = file.name,
+            bytes = file.size,
+            reason,
+            "FTP file rejected; moving it to the rejected folder."
+        );
+        metrics::CONNECTOR_FILES_REJECTED
+            .with_label_values(&[endpoint.id.as_str(), reason])
+            .inc();
+        let suffix = Utc::now().format("%Y%m%dT%H%M%S").to_string();
+        self.session()
+            .await?
+            .move_to(&endpoint, &file.name, &endpoint.rejected_dir, &suffix)
+            .await
+    }
+}
+
+/// What happened to one settled file.
+enum Taken {
+    Ingested,
+    Rejected,
+    /// Not taken this time (too young, changed, shutting down).
+    Skipped,
+}
+
+fn kind_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Retryable => "retryable",
+        ErrorKind::BadInput => "bad_input",
+        ErrorKind::Fatal => "fatal",
+    }
+}
