@@ -34,6 +34,11 @@ enum Command {
     FtpConnector,
     /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
     ApiConnector,
+    /// Parse one file offline (no Kafka): records on stdout, rejects on stderr.
+    Parse(cmd::parse::ParseArgs),
+    /// Check data set definitions.
+    #[command(subcommand)]
+    Datasets(cmd::datasets::DatasetsCommand),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Offline tools: their own exit statuses, no logging set-up or runtime.
+    match &cli.command {
+        Command::Parse(args) => return cmd::parse::run(args, &config),
+        Command::Datasets(command) => return cmd::datasets::run(command, &config),
+        _ => {}
+    }
     medlake_common::logging::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -58,6 +69,7 @@ fn main() -> ExitCode {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
+            Command::Parse(_) | Command::Datasets(_) => Ok(()), // handled above
         }
     });
     match result {

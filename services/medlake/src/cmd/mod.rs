@@ -2,7 +2,9 @@
 //! configuration into a call of a library crate.
 
 pub mod api_connector;
+pub mod datasets;
 pub mod ftp_connector;
+pub mod parse;
 pub mod topics;
 
 use std::future::Future;
