@@ -47,6 +47,11 @@ impl FtpServer {
     /// Starts `scripts/ftp_server.py` (with `MEDLAKE_PYTHON`, else
     /// `python3`) and waits for its ready line.
     fn start(root: &Path) -> Self {
+        Self::start_with(root, &[])
+    }
+
+    /// Like [`FtpServer::start`], with extra arguments for the script.
+    fn start_with(root: &Path, extra_args: &[&std::ffi::OsStr]) -> Self {
         let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
         let password = format!("ftp-pw-{}", short_id());
         std::fs::create_dir_all(root).unwrap();
@@ -55,6 +60,7 @@ impl FtpServer {
             .arg(repo_root().join("scripts/ftp_server.py"))
             .args(["--port", "0", "--user", USER, "--quiet", "--root"])
             .arg(root)
+            .args(extra_args)
             .env("FTP_PASSWORD", &password)
             .stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(command);
@@ -526,4 +532,115 @@ async fn ftp_passwords_never_reach_the_logs() {
             "a password reached the logs"
         );
     }
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it, made with
+/// the `openssl` command: `(ca.pem, server.pem, server.key)`.
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=medlake-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test]
+async fn ftps_endpoints_are_polled_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path());
+    // The server refuses logins and transfers without TLS.
+    let server = FtpServer::start_with(
+        &dir.path().join("ftp"),
+        &[
+            "--certfile".as_ref(),
+            cert.as_os_str(),
+            "--keyfile".as_ref(),
+            key.as_os_str(),
+            "--tls-required".as_ref(),
+        ],
+    );
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    let extra = format!("        ftps: true\n        ca_file: {}\n", ca.display());
+    write_facilities(
+        dir.path(),
+        server.port,
+        &[("F1", "f1-tls", &env_name, &extra)],
+    );
+    let bytes = b"sent over FTPS".to_vec();
+    let staging = dir.path().join("tls.zip.tmp");
+    std::fs::write(&staging, &bytes).unwrap();
+    std::fs::rename(&staging, server.root.join("tls.zip")).unwrap();
+    let connector = Connector::start(&topics, dir.path(), &[(&env_name, &server.password)]);
+
+    let messages = read_topic(&topics.raw_files(), 1, TIMEOUT).await;
+    assert_eq!(messages.len(), 1, "{}", connector.logs());
+    assert_raw_message(&messages[0], "F1", "tls.zip", &bytes);
+    eventually(TIMEOUT, "tls.zip moved", || async {
+        server.root.join("processed/tls.zip").exists().then_some(())
+    })
+    .await;
 }
