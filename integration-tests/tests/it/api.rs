@@ -288,6 +288,44 @@ async fn push_answers_202_after_the_raw_zone_and_kafka_and_resends_are_idempoten
     );
 }
 
+#[tokio::test]
+async fn push_takes_a_large_file_by_reference_to_the_raw_zone() {
+    let fx = PushFixture::new().await;
+    // Inline up to 1 MiB here, so a 20 MiB file travels by reference.
+    let connector = fx
+        .start(&[(
+            "MEDLAKE_API_CONNECTOR__INGEST__INLINE_LIMIT_BYTES",
+            "1048576",
+        )])
+        .await;
+    let bytes: Vec<u8> = (0..20 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let response = reqwest::Client::new()
+        .put(format!("{}/v1/files/big.zip", connector.base))
+        .bearer_auth(&fx.key_b)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, receipt) = json_of(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{receipt}");
+    let raw_path = receipt["raw_path"].as_str().unwrap();
+    assert!(std::fs::read(fx.lake().join(raw_path)).unwrap() == bytes);
+
+    let messages = read_topic(&fx.topics.raw_files(), 1, TIMEOUT).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        header_str(&messages[0], "medlake.payload_ref"),
+        Some(raw_path)
+    );
+    assert_eq!(
+        header_str(&messages[0], "medlake.file_id"),
+        Some(sha256_hex(&bytes).as_str())
+    );
+    assert!(messages[0].payload().unwrap_or_default().is_empty());
+}
+
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
 fn chrono_like_rfc3339(s: &str) -> bool {
     s.len() >= 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T' && s.as_bytes()[4] == b'-'

@@ -80,6 +80,7 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
+    let facilities = keys.len();
     let app = push::router(Arc::new(PushState {
         keys,
         recent,
@@ -93,7 +94,7 @@ pub async fn run(
     for puller in pullers {
         tasks.spawn(puller.run(stop.clone()));
     }
-    tracing::info!(%addr, endpoints, "Push API listening.");
+    tracing::info!(%addr, facilities, endpoints, "Push API listening.");
     ctx.health.set_ready(true);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
