@@ -108,6 +108,113 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 // ---------------------------------------------------------------- sink
 // (sink metrics go here)
 
+/// Buckets for batch sizes in rows (messages).
+pub const SINK_BATCH_ROWS_BUCKETS: &[f64] = &[
+    1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0, 500_000.0,
+];
+
+/// Buckets for batch sizes in bytes, 1 KiB to 256 MiB.
+pub const SINK_BATCH_BYTES_BUCKETS: &[f64] = &[
+    1024.0, 16_384.0, 131_072.0, 1_048_576.0, 8_388_608.0, 33_554_432.0, 67_108_864.0,
+    134_217_728.0, 268_435_456.0,
+];
+
+/// Messages the sink consumed, by data set (table).
+pub static SINK_MESSAGES_CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_messages_consumed_total",
+        "Messages the sink took into a batch, by data set.",
+        &["dataset"],
+    )
+});
+
+/// Rows handed to Delta, by data set and mode (`append` | `merge`; merge
+/// counts events after reduction to the latest per key).
+pub static SINK_ROWS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_rows_written_total",
+        "Rows committed to Delta, by data set and mode.",
+        &["dataset", "mode"],
+    )
+});
+
+/// Messages per batch written, by data set.
+pub static SINK_BATCH_ROWS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "medlake_sink_batch_rows",
+        "Messages per batch written, by data set.",
+        &["dataset"],
+        SINK_BATCH_ROWS_BUCKETS,
+    )
+});
+
+/// Bytes (message values as received) per batch written, by data set.
+pub static SINK_BATCH_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "medlake_sink_batch_bytes",
+        "Bytes of message values per batch written, by data set.",
+        &["dataset"],
+        SINK_BATCH_BYTES_BUCKETS,
+    )
+});
+
+/// Messages between the sink's position and the end of each partition,
+/// updated after every batch.
+pub static SINK_CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "medlake_sink_consumer_lag_messages",
+        "Messages not yet written, per data set and partition (high watermark minus next offset).",
+        &["dataset", "partition"],
+    )
+});
+
+/// Time to commit one batch to Delta (including conflict retries), by data set.
+pub static SINK_COMMIT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "medlake_sink_commit_duration_seconds",
+        "Time to commit one batch to Delta, conflict retries included, by data set.",
+        &["dataset"],
+        DURATION_BUCKETS,
+    )
+});
+
+/// Commit attempts lost to a concurrent writer, by data set.
+pub static SINK_COMMIT_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_commit_conflicts_total",
+        "Commit attempts refused because another writer committed first, by data set.",
+        &["dataset"],
+    )
+});
+
+/// Rows a MERGE inserted, updated or deleted, by data set and action.
+pub static SINK_MERGE_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_merge_rows_total",
+        "Rows changed by MERGE, by data set and action (inserted, updated, deleted).",
+        &["dataset", "action"],
+    )
+});
+
+/// Data files in each table after the last commit.
+pub static SINK_TABLE_FILES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "medlake_sink_table_files",
+        "Live data files per table after the sink's last commit.",
+        &["dataset"],
+    )
+});
+
+/// Messages the sink could not write and sent to the dead-letter topic, by
+/// data set and error code.
+pub static SINK_DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_dead_letters_total",
+        "Messages dead-lettered by the sink (stage write), by data set and error code.",
+        &["dataset", "error_code"],
+    )
+});
+
 // ---------------------------------------------------------------- connectors
 // (connector metrics go here)
 

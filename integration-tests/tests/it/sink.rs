@@ -1,0 +1,430 @@
+//! `medlake sink` as a real child process against the real broker, read
+//! back with medlake's own Delta reader: exactly N rows for N records, the
+//! exact final state of a merge table, also across SIGKILLs at random points
+//! and with two instances sharing a topic; bad records as dead letters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use arrow::array::Array;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
+use medlake_common::config::TopicsConfig;
+use medlake_common::dead_letter::header;
+use medlake_common::{kafka, topics};
+use medlake_integration_tests::{
+    ChildGuard, eventually, kafka_config, medlake, read_topic, topics_config, unique,
+};
+use medlake_sink::delta::read;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use rdkafka::producer::FutureRecord;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An append data set.
+const EVENTS: &str = r#"
+name: events
+match: { entry: ["events*.csv"] }
+format: { type: csv }
+fields:
+  - { name: event_id, type: int64, required: true }
+  - { name: note, type: string }
+table: { mode: append }
+"#;
+
+/// A merge data set: the latest `seq` per account wins.
+const ACCOUNTS: &str = r#"
+name: accounts
+match: { entry: ["accounts*.csv"] }
+format: { type: csv }
+fields:
+  - { name: account_id, type: int64, required: true }
+  - { name: seq, type: int64, required: true }
+  - { name: balance, type: int64 }
+table: { mode: merge, primary_key: [account_id], sequence_by: seq }
+"#;
+
+/// Seed of the random kill points: `MEDLAKE_TEST_SEED` or a fixed default,
+/// printed so a failure can be replayed.
+fn seed() -> u64 {
+    let seed = std::env::var("MEDLAKE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_240_301);
+    eprintln!("kill points seeded with MEDLAKE_TEST_SEED={seed}");
+    seed
+}
+
+/// One test's world: unique topics and group, a temp lake and definitions.
+struct World {
+    topics: TopicsConfig,
+    group: String,
+    lake: TempDir,
+    schemas: TempDir,
+}
+
+impl World {
+    async fn new(definitions: &[(&str, &str)]) -> Self {
+        let schemas = tempfile::tempdir().unwrap();
+        for (name, yaml) in definitions {
+            std::fs::write(schemas.path().join(format!("{name}.yaml")), yaml).unwrap();
+        }
+        let topics = topics_config();
+        let admin = kafka::admin(&kafka_config()).unwrap();
+        let specs = topics::specs(&topics, definitions.iter().map(|(name, _)| *name));
+        topics::ensure(&admin, &specs)
+            .await
+            .expect("create topics (is the broker up? `make kafka-up`)");
+        Self {
+            topics,
+            group: unique("it-sink"),
+            lake: tempfile::tempdir().unwrap(),
+            schemas,
+        }
+    }
+
+    fn lake_uri(&self) -> &str {
+        self.lake.path().to_str().unwrap()
+    }
+
+    /// `medlake sink` writing `datasets`, with small batches so a run makes
+    /// many commits.
+    fn sink(&self, datasets: &str) -> ChildGuard {
+        let mut command = medlake(&self.topics);
+        command
+            .arg("sink")
+            .env("MEDLAKE_LAKE_URI", self.lake_uri())
+            .env("MEDLAKE_SCHEMAS_DIR", self.schemas.path())
+            .env("MEDLAKE_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("MEDLAKE_SINK__DATASETS", datasets)
+            .env("MEDLAKE_SINK__CONSUMER_GROUP", &self.group)
+            .env("MEDLAKE_SINK__MAX_BATCH_ROWS", "150")
+            .env("MEDLAKE_SINK__FLUSH_INTERVAL_MS", "300")
+            .env("MEDLAKE_SINK__RETRY_BACKOFF_MS", "100")
+            .env("MEDLAKE_SINK__DELTA__COMMIT_BACKOFF_MS", "20")
+            .env(
+                "RUST_LOG",
+                std::env::var("MEDLAKE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null());
+        ChildGuard::spawn(command)
+    }
+
+    async fn produce(&self, topic: &str, records: &[(String, Value)]) {
+        let producer = kafka::producer(&kafka_config()).unwrap();
+        let payloads: Vec<(String, String)> = records
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        let sends = payloads.iter().map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| e).expect("produce");
+        }
+    }
+
+    /// Every row of `table`; empty while the table does not exist.
+    async fn rows(&self, table: &str) -> Vec<RecordBatch> {
+        if !self.lake.path().join(table).join("_delta_log").exists() {
+            return Vec::new();
+        }
+        read::read_all(self.lake_uri(), table)
+            .await
+            .expect("read table")
+    }
+
+    /// Waits until `table` holds at least `n` rows; returns them.
+    async fn wait_rows(&self, table: &str, n: usize) -> Vec<RecordBatch> {
+        eventually(TIMEOUT, &format!("{n} rows in {table}"), || async {
+            let rows = self.rows(table).await;
+            (count(&rows) >= n).then_some(rows)
+        })
+        .await
+    }
+}
+
+fn count(rows: &[RecordBatch]) -> usize {
+    rows.iter().map(RecordBatch::num_rows).sum()
+}
+
+fn int64s(rows: &[RecordBatch], column: &str) -> Vec<i64> {
+    rows.iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(column).expect("column");
+            c.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+/// A text column as strings, whatever string layout the reader returned.
+fn strings(rows: &[RecordBatch], column: &str) -> Vec<String> {
+    rows.iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(column).expect("column");
+            let c = arrow::compute::cast(c, &DataType::Utf8).expect("text column");
+            let c = c.as_string::<i32>();
+            (0..c.len())
+                .map(|i| c.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn lineage(record: &mut Value, index: i64) {
+    let obj = record.as_object_mut().unwrap();
+    obj.insert("_file_id".into(), json!("f-1"));
+    obj.insert("_facility_id".into(), json!("F1"));
+    obj.insert("_entry".into(), json!("entry.csv"));
+    obj.insert("_record_index".into(), json!(index));
+    obj.insert("_ingested_at".into(), json!("2024-03-01T10:00:00.000001Z"));
+}
+
+fn events(range: std::ops::Range<i64>) -> Vec<(String, Value)> {
+    range
+        .map(|i| {
+            let mut v = json!({"event_id": i, "note": format!("n{i}")});
+            lineage(&mut v, i);
+            (format!("f-{}", i % 7), v)
+        })
+        .collect()
+}
+
+/// Asserts the append table holds each of `0..n` exactly once.
+fn assert_exactly(rows: &[RecordBatch], n: i64) {
+    let ids = int64s(rows, "event_id");
+    let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "duplicate rows in the table");
+    assert_eq!(
+        distinct,
+        (0..n).collect::<BTreeSet<_>>(),
+        "rows missing or extra"
+    );
+}
+
+/// Waits for `n` rows in `events`, checks each of `0..n` is there once,
+/// and that no late duplicate arrives.
+async fn assert_events_exactly(world: &World, n: i64) {
+    assert_exactly(&world.wait_rows("events", n as usize).await, n);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_exactly(&world.rows("events").await, n);
+}
+
+/// SIGTERM, and the sink must exit cleanly after writing its batches.
+fn stop(mut sink: ChildGuard) {
+    assert!(
+        sink.terminate(Duration::from_secs(30)),
+        "clean exit on SIGTERM"
+    );
+}
+
+#[tokio::test]
+async fn append_writes_every_record_once_across_sigkills() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    let mut rng = StdRng::seed_from_u64(seed());
+    let (chunks, per_chunk) = (4, 600);
+    for chunk in 0..chunks {
+        world
+            .produce(&topic, &events(chunk * per_chunk..(chunk + 1) * per_chunk))
+            .await;
+        let mut sink = world.sink("[events]");
+        // The first chunk waits for a commit, so later kills land mid-stream.
+        if chunk == 0 {
+            world.wait_rows("events", 1).await;
+        }
+        let pause = rng.random_range(300..3_000);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        sink.kill();
+    }
+    let n = chunks * per_chunk;
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, n).await;
+    stop(sink);
+}
+
+#[tokio::test]
+async fn merge_reaches_the_exact_final_state_across_sigkills() {
+    let world = World::new(&[("accounts", ACCOUNTS)]).await;
+    let topic = world.topics.records("accounts");
+    let mut rng = StdRng::seed_from_u64(seed() ^ 0x5eed);
+    let keys = 200i64;
+    // Per key: upserts with seq 1..=4 in a shuffled order (older events
+    // arrive after newer ones), and for every fifth key a delete with the
+    // highest seq, last.
+    let mut expected: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut stream: Vec<(String, Value)> = Vec::new();
+    let mut index = 0;
+    let mut event = |account: i64, seq: i64, op: &str| {
+        index += 1;
+        let mut v =
+            json!({"account_id": account, "seq": seq, "balance": account * 100 + seq, "_op": op});
+        lineage(&mut v, index);
+        (format!("a{account}"), v)
+    };
+    let mut per_key: Vec<Vec<(String, Value)>> = Vec::new();
+    for account in 0..keys {
+        let mut seqs = vec![1, 2, 3, 4];
+        for i in (1..seqs.len()).rev() {
+            seqs.swap(i, rng.random_range(0..=i));
+        }
+        let mut events: Vec<_> = seqs.iter().map(|s| event(account, *s, "upsert")).collect();
+        if account % 5 == 0 {
+            events.push(event(account, 5, "delete"));
+        } else {
+            expected.insert(account, (4, account * 100 + 4));
+        }
+        per_key.push(events);
+    }
+    // Interleave keys round by round, so each batch mixes keys and events.
+    for round in 0..5 {
+        for events in &per_key {
+            if let Some(e) = events.get(round) {
+                stream.push(e.clone());
+            }
+        }
+    }
+    let chunks: Vec<_> = stream.chunks(stream.len().div_ceil(3)).collect();
+    for chunk in &chunks {
+        world.produce(&topic, chunk).await;
+        let mut sink = world.sink("[accounts]");
+        let pause = rng.random_range(1_000..4_000);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        sink.kill();
+    }
+    let sink = world.sink("[accounts]");
+    let state = eventually(TIMEOUT, "the merge's final state", || async {
+        let rows = world.rows("accounts").await;
+        let ids = int64s(&rows, "account_id");
+        let seqs = int64s(&rows, "seq");
+        let balances = int64s(&rows, "balance");
+        let state: BTreeMap<i64, (i64, i64)> = ids
+            .iter()
+            .zip(seqs.iter().zip(&balances))
+            .map(|(id, (s, b))| (*id, (*s, *b)))
+            .collect();
+        (ids.len() == state.len() && state == expected).then_some(state)
+    })
+    .await;
+    assert_eq!(state.len(), expected.len());
+    stop(sink);
+}
+
+#[tokio::test]
+async fn two_sinks_share_a_topic_through_a_rebalance() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    let mut first = world.sink("[events]");
+    world.produce(&topic, &events(0..1_000)).await;
+    world.wait_rows("events", 1).await;
+    let second = world.sink("[events]");
+    world.produce(&topic, &events(1_000..2_000)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    world.produce(&topic, &events(2_000..2_500)).await;
+    first.kill();
+    world.produce(&topic, &events(2_500..3_000)).await;
+    assert_events_exactly(&world, 3_000).await;
+    stop(second);
+}
+
+#[tokio::test]
+async fn a_bad_record_becomes_one_write_dead_letter_and_the_rest_is_written() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    let mut records = events(0..10);
+    let mut bad = json!({"event_id": "not-a-number", "note": "x"});
+    lineage(&mut bad, 99);
+    records.insert(4, ("f-bad".into(), bad));
+    world.produce(&topic, &records).await;
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 10).await;
+
+    let letters = read_topic(&world.topics.dlq(), 1, TIMEOUT).await;
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let letter = &letters[0];
+    let get = |name: &str| {
+        letter
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).to_string())
+    };
+    assert_eq!(get(header::STAGE).as_deref(), Some("write"));
+    assert_eq!(get(header::CODE).as_deref(), Some("write_failed"));
+    assert_eq!(get(header::ORIGIN_TOPIC).as_deref(), Some(topic.as_str()));
+    assert_eq!(get("medlake.file_id").as_deref(), Some("f-1"));
+    let message = get(header::MESSAGE).unwrap();
+    assert!(message.contains("event_id"), "{message}");
+    assert!(
+        !message.contains("not-a-number"),
+        "no values in errors: {message}"
+    );
+    let value: Value = serde_json::from_slice(letter.payload().unwrap()).unwrap();
+    assert_eq!(
+        value["event_id"], "not-a-number",
+        "the record itself, for replay"
+    );
+    medlake_integration_tests::assert_no_more(&world.topics.dlq(), 1, Duration::from_secs(3)).await;
+    stop(sink);
+}
+
+#[tokio::test]
+async fn dead_letters_and_the_ledger_land_in_their_tables() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let producer = kafka::producer(&kafka_config()).unwrap();
+    let headers = kafka::headers([
+        (header::STAGE, b"unzip".as_slice()),
+        (header::CODE, b"password_wrong".as_slice()),
+        (header::MESSAGE, b"no password opens the archive".as_slice()),
+        (header::ORIGIN_TOPIC, world.topics.raw_files().as_bytes()),
+        (header::ORIGIN_PARTITION, b"1".as_slice()),
+        (header::ORIGIN_OFFSET, b"7".as_slice()),
+        ("medlake.file_id", b"abc123".as_slice()),
+        ("medlake.facility_id", b"F1".as_slice()),
+    ]);
+    producer
+        .send(
+            FutureRecord::to(&world.topics.dlq())
+                .key("abc123")
+                .payload(b"zip bytes".as_slice())
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let entry = json!({
+        "file_id": "abc123", "facility_id": "F1", "file_name": "labs.zip", "source": "ftp",
+        "received_at": "2024-03-01T10:00:00Z", "processed_at": "2024-03-01T10:00:01Z",
+        "status": "rejected", "records": {}, "rejects": 1, "error_code": "password_wrong"
+    });
+    world
+        .produce(&world.topics.files(), &[("abc123".into(), entry)])
+        .await;
+
+    let sink = world.sink("[_dead_letters, _files]");
+    let letters = world.wait_rows("_dead_letters", 1).await;
+    assert_eq!(count(&letters), 1);
+    let text = |name: &str| strings(&letters, name)[0].clone();
+    assert_eq!(text("error_stage"), "unzip");
+    assert_eq!(text("error_code"), "password_wrong");
+    assert_eq!(text("file_id"), "abc123");
+    let ledger = world.wait_rows("_files", 1).await;
+    assert_eq!(count(&ledger), 1);
+    assert_eq!(strings(&ledger, "status"), vec!["rejected"]);
+    assert!(
+        !Path::new(&world.lake.path().join("events")).exists(),
+        "only the listed tables"
+    );
+    stop(sink);
+}

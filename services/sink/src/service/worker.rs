@@ -1,0 +1,294 @@
+//! The run loop: consume, check each message against the partition's
+//! position, batch per topic, write batches when they are due, retry what
+//! can be retried, stop on what cannot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use medlake_common::admin::Health;
+use medlake_common::metrics::{ERRORS, SINK_MESSAGES_CONSUMED};
+use medlake_common::{Classify, Context, ErrorKind, Shutdown, kafka};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset};
+use tokio::time::Instant;
+
+use super::batch::Buffer;
+use super::config::SinkConfig;
+use super::error::SinkError;
+use super::flush::{Io, Lane, flush};
+use super::partitions::{Partitions, RebalanceEvent, Resume, SinkContext, Verdict};
+use super::tables::{self, Target};
+
+/// How long the loop waits for a message when no batch is open.
+const IDLE_WAKEUP: Duration = Duration::from_secs(1);
+
+/// How long a seek may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running sink: its tables, consumer and batches.
+pub(crate) struct Worker {
+    io: Io,
+    context: SinkContext,
+    lanes: HashMap<String, Lane>,
+    partitions: Partitions,
+    health: Health,
+}
+
+impl Worker {
+    /// Opens every table, then subscribes to their topics.
+    pub(crate) async fn start(ctx: &Context, config: SinkConfig) -> Result<Self, SinkError> {
+        let mut lanes = HashMap::new();
+        for planned in tables::plan(ctx, &config)? {
+            let target = Target::open(planned, &ctx.lake_uri, &config).await?;
+            tracing::info!(
+                table = target.name(),
+                topic = target.topic.as_str(),
+                version = target.writer.version(),
+                "Table open."
+            );
+            lanes.insert(
+                target.topic.clone(),
+                Lane {
+                    target,
+                    buffer: Buffer::default(),
+                },
+            );
+        }
+        let context = SinkContext::default();
+        let consumer =
+            kafka::consumer_with_context(&ctx.kafka, &config.consumer_group, context.clone())
+                .map_err(|e| SinkError::kafka("create consumer", e))?;
+        let topics: Vec<&str> = lanes.keys().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| SinkError::kafka("subscribe", e))?;
+        let producer =
+            kafka::producer(&ctx.kafka).map_err(|e| SinkError::kafka("create producer", e))?;
+        tracing::info!(
+            topics = topics.len(),
+            group = config.consumer_group.as_str(),
+            "Sink consuming."
+        );
+        ctx.health.set_ready(true);
+        Ok(Self {
+            io: Io {
+                consumer: Arc::new(consumer),
+                producer,
+                dlq_topic: ctx.topics.dlq(),
+                config,
+            },
+            context,
+            lanes,
+            partitions: Partitions::default(),
+            health: ctx.health.clone(),
+        })
+    }
+
+    /// Runs until `shutdown`, then writes the open batches and returns.
+    pub(crate) async fn run(mut self, shutdown: Shutdown) -> Result<(), SinkError> {
+        let consumer = Arc::clone(&self.io.consumer);
+        let result = loop {
+            let deadline = self.next_deadline();
+            let received = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ok(()),
+                received = consumer.recv() => Some(received.map(|m| m.detach())),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            self.apply_rebalances();
+            match received {
+                Some(Ok(message)) => {
+                    if let Err(error) = self.take(message, &shutdown).await {
+                        break Err(error);
+                    }
+                }
+                Some(Err(error)) => {
+                    let error = SinkError::kafka("consume", error);
+                    if error.kind() == ErrorKind::Fatal {
+                        break Err(error);
+                    }
+                    count_error(&error);
+                    tracing::warn!(%error, "Consumer error.");
+                }
+                None => {}
+            }
+            if let Err(error) = self.flush_due(&shutdown).await {
+                break Err(error);
+            }
+        };
+        if result.is_ok() {
+            self.apply_rebalances();
+            self.drain().await;
+        }
+        self.health.set_ready(false);
+        result
+    }
+
+    /// The earliest batch deadline, or a short idle wait.
+    fn next_deadline(&self) -> Instant {
+        let interval = self.io.config.flush_interval();
+        self.lanes
+            .values()
+            .filter_map(|l| l.buffer.deadline(interval))
+            .min()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + IDLE_WAKEUP)
+    }
+
+    /// Applies the rebalances the consumer context saw. Revoked partitions
+    /// leave their batches: the new owner re-reads them from the table.
+    fn apply_rebalances(&mut self) {
+        for event in self.context.drain() {
+            if let RebalanceEvent::Revoked(list) = &event {
+                for (topic, partition) in list {
+                    if let Some(lane) = self.lanes.get_mut(topic) {
+                        let dropped = lane.buffer.drop_partition(*partition);
+                        if dropped > 0 {
+                            tracing::info!(
+                                topic = topic.as_str(),
+                                partition,
+                                dropped,
+                                "Revoked partition left the batch."
+                            );
+                        }
+                    }
+                }
+            }
+            self.partitions.apply(&event);
+        }
+    }
+
+    /// Takes one message into its topic's batch, after checking it against
+    /// the partition's position.
+    async fn take(&mut self, message: OwnedMessage, shutdown: &Shutdown) -> Result<(), SinkError> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let Some(lane) = self.lanes.get_mut(message.topic()) else {
+            tracing::warn!(
+                topic = message.topic(),
+                "Message of a topic the sink does not write."
+            );
+            return Ok(());
+        };
+        let topic = lane.target.topic.as_str();
+        let accept = match self.partitions.check(topic, partition, offset) {
+            Verdict::Accept => true,
+            Verdict::Drop => false,
+            Verdict::Verify => {
+                let mut failures = 0;
+                let committed = loop {
+                    match lane
+                        .target
+                        .writer
+                        .committed_offsets(topic, &[partition])
+                        .await
+                    {
+                        Ok(committed) => break committed,
+                        Err(error) => {
+                            let error = SinkError::table(lane.target.name(), error);
+                            if !pause_after(error, &mut failures, &self.io.config, shutdown).await?
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
+                let table_next = committed.get(&partition).map(|o| o + 1);
+                match self
+                    .partitions
+                    .verified(topic, partition, offset, table_next)
+                {
+                    Resume::Accept => true,
+                    Resume::Seek(target) => {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            offset = target,
+                            "Seeking to the table's offset."
+                        );
+                        let seek = self.io.consumer.seek(
+                            topic,
+                            partition,
+                            Offset::Offset(target),
+                            SEEK_TIMEOUT,
+                        );
+                        if let Err(error) = seek {
+                            tracing::warn!(topic, partition, %error, "Seek failed; will verify again.");
+                            self.partitions.reset(topic, partition);
+                        }
+                        false
+                    }
+                }
+            }
+        };
+        if accept {
+            SINK_MESSAGES_CONSUMED
+                .with_label_values(&[lane.target.name()])
+                .inc();
+            lane.buffer.push(message);
+        }
+        Ok(())
+    }
+
+    /// Writes every batch that is full or old enough, retrying retryable
+    /// failures with back-off.
+    async fn flush_due(&mut self, shutdown: &Shutdown) -> Result<(), SinkError> {
+        let io = &self.io;
+        let (rows, bytes, interval) = (
+            io.config.max_batch_rows,
+            io.config.max_batch_bytes,
+            io.config.flush_interval(),
+        );
+        for lane in self.lanes.values_mut() {
+            if !lane.buffer.is_due(rows, bytes, interval) {
+                continue;
+            }
+            let mut failures = 0;
+            while let Err(error) = flush(lane, io).await {
+                if !pause_after(error, &mut failures, &io.config, shutdown).await? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// On shutdown: one attempt per open batch; what fails is read again by
+    /// the next owner of the partition.
+    async fn drain(&mut self) {
+        for lane in self.lanes.values_mut() {
+            if let Err(error) = flush(lane, &self.io).await {
+                count_error(&error);
+                tracing::warn!(table = lane.target.name(), %error, "Batch not written at shutdown; it will be read again.");
+            }
+        }
+    }
+}
+
+fn count_error(error: &SinkError) {
+    ERRORS
+        .with_label_values(&["sink", error.kind_label()])
+        .inc();
+}
+
+/// After a failed attempt: a fatal error is returned; otherwise waits the
+/// back-off and says whether to try again (false once shutting down).
+async fn pause_after(
+    error: SinkError,
+    failures: &mut u32,
+    config: &SinkConfig,
+    shutdown: &Shutdown,
+) -> Result<bool, SinkError> {
+    count_error(&error);
+    if error.kind() == ErrorKind::Fatal {
+        return Err(error);
+    }
+    *failures += 1;
+    let pause = config.retry_backoff(*failures);
+    tracing::warn!(%error, attempt = *failures, pause_ms = pause.as_millis() as u64, "Retrying.");
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(false),
+        _ = tokio::time::sleep(pause) => Ok(true),
+    }
+}
