@@ -24,7 +24,7 @@ fn lab_result(i: usize) -> String {
   <pt:Patient><pt:MRN>M{mrn:06}</pt:MRN><pt:Name>Test &amp; Patient</pt:Name></pt:Patient>
   <lab:Order number="ORD-{order}"/>
   <lab:Test>{code}<lab:Name>Glucose &lt;fasting&gt;</lab:Name></lab:Test>
-  <lab:Value unit="mg/dL">{value}</lab:Value>
+  <lab:Value unit="mg/dL">{value_int}.{value_frac}</lab:Value>
   <lab:Flag>{flag}</lab:Flag>
   <lab:Collected>2024-03-01T0{h}:15:00-06:00</lab:Collected>
   <lab:Resulted>{resulted}</lab:Resulted>
@@ -33,9 +33,10 @@ fn lab_result(i: usize) -> String {
 "#,
         mrn = 100 + i,
         order = 5000 + i / 4,
-        value = format!("{}.{}", 70 + i * 3, i % 10),
+        value_int = 70 + i * 3,
+        value_frac = i % 10,
         h = i % 10,
-        resulted = if i % 2 == 0 {
+        resulted = if i.is_multiple_of(2) {
             format!("{}", 1_709_300_000 + i * 60)
         } else {
             "2024-03-01T18:00:00Z".to_string()

@@ -9,7 +9,7 @@ use medlake_common::dataset::{Dataset, load_dir};
 use medlake_common::facilities::Registry;
 use medlake_common::secret::Secret;
 use medlake_parser::archive::Limits;
-use medlake_parser::{FileInput, ParseEnv, ProcessError, Reject, RecordSink, process_file};
+use medlake_parser::{FileInput, ParseEnv, ProcessError, RecordSink, Reject, process_file};
 use proptest::prelude::*;
 
 struct Counting(u64, u64);
@@ -34,18 +34,38 @@ fn env() -> ParseEnv {
     std::fs::create_dir_all(&dir).unwrap();
     let pw = dir.join("pw");
     std::fs::write(&pw, "fac2-pass").unwrap();
-    let registry = Registry::parse(&format!("facilities:\n  - id: F\n    zip_passwords: [{{ file: {} }}]\n", pw.display()), Path::new("f")).unwrap();
-    let limits = Limits { max_entry_bytes: 4 << 20, max_total_bytes: 8 << 20, ..Limits::default() };
+    let registry = Registry::parse(
+        &format!(
+            "facilities:\n  - id: F\n    zip_passwords: [{{ file: {} }}]\n",
+            pw.display()
+        ),
+        Path::new("f"),
+    )
+    .unwrap();
+    let limits = Limits {
+        max_entry_bytes: 4 << 20,
+        max_total_bytes: 8 << 20,
+        ..Limits::default()
+    };
     ParseEnv::new(datasets, registry, limits, Some(&Secret::new("k"))).unwrap()
 }
 
 fn seeds() -> Vec<(String, Vec<u8>)> {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let mut out = Vec::new();
-    for name in ["census_F002_20240301.txt.gz", "BEDCENSUS_F003_20240301.zip", "patients_F002_20240301.zip"] {
+    for name in [
+        "census_F002_20240301.txt.gz",
+        "BEDCENSUS_F003_20240301.zip",
+        "patients_F002_20240301.zip",
+    ] {
         out.push((name.to_string(), std::fs::read(data.join(name)).unwrap()));
     }
-    for name in ["adt_20240301.csv", "census_20240301.txt", "bedcensus_0301.dat", "patients_20240301.csv"] {
+    for name in [
+        "adt_20240301.csv",
+        "census_20240301.txt",
+        "bedcensus_0301.dat",
+        "patients_20240301.csv",
+    ] {
         let renamed = name.replace("census_2", "census_F_2");
         out.push((renamed, std::fs::read(data.join("src").join(name)).unwrap()));
     }
@@ -65,7 +85,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Mutation::Flip(i, x)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Mutation::Insert(i, v)),
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
+            .prop_map(|(i, v)| Mutation::Insert(i, v)),
     ]
 }
 
@@ -88,7 +112,13 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 
 fn check(env: &ParseEnv, name: &str, bytes: &[u8]) {
     let now: DateTime<Utc> = DateTime::from_timestamp(1_709_337_600, 0).unwrap();
-    let input = FileInput { file_id: "f", facility_id: "F", file_name: name, bytes, ingested_at: now };
+    let input = FileInput {
+        file_id: "f",
+        facility_id: "F",
+        file_name: name,
+        bytes,
+        ingested_at: now,
+    };
     let mut sink = Counting(0, 0);
     match process_file(&input, env, &mut sink) {
         Ok(summary) => {
