@@ -26,6 +26,14 @@ section "test dependencies"
 export MEDLAKE_PYTHON="${MEDLAKE_VENV:-$MEDLAKE_CACHE/venv}/bin/python"
 export MEDLAKE_SPARK_JARS_DIR="${MEDLAKE_SPARK_JARS_DIR:-$MEDLAKE_CACHE/spark-jars}"
 
+cd "$REPO_DIR"
+(( $# )) || set -- --workspace
+# Everything is compiled before the broker starts. The child-process tests
+# run the `medlake` binary: it is built first.
+section "cargo build --workspace --bins; cargo test --no-run $*"
+"$CARGO" build --workspace --bins
+"$CARGO" test --no-run "$@"
+
 section "Kafka broker"
 if [[ -n "${KAFKA_BROKERS:-}" ]]; then
     log "using KAFKA_BROKERS=$KAFKA_BROKERS"
@@ -41,12 +49,6 @@ else
     log "started the local broker for this run; it stops at the end"
 fi
 
-cd "$REPO_DIR"
-# The child-process tests run the `medlake` binary: build it first.
-section "cargo build --workspace --bins"
-"$CARGO" build --workspace --bins
-
-(( $# )) || set -- --workspace
 section "cargo test $*"
 start=$SECONDS
 "$CARGO" test "$@"
