@@ -18,6 +18,10 @@ pub struct ApiConnectorConfig {
     /// answered 413 without being buffered.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Uploads handled at once; one more is answered `503` with
+    /// `Retry-After`. Bounds memory to about this times `max_body_bytes`.
+    #[serde(default = "default_max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
     /// How many recently accepted files (facility + file id) are remembered
     /// so that a re-sent identical file is answered without publishing it
     /// again.
@@ -59,6 +63,9 @@ fn default_listen() -> SocketAddr {
 fn default_max_body_bytes() -> usize {
     64 * 1024 * 1024
 }
+fn default_max_concurrent_uploads() -> usize {
+    32
+}
 fn default_recent_files() -> usize {
     100_000
 }
@@ -80,6 +87,7 @@ impl Default for ApiConnectorConfig {
         Self {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            max_concurrent_uploads: default_max_concurrent_uploads(),
             recent_files: default_recent_files(),
             pull: PullConfig::default(),
             ingest: IngestConfig::default(),

@@ -19,7 +19,8 @@
 //!
 //! Files are buffered in memory up to `max_body_bytes` (64 MiB by default):
 //! the ingest step hashes, writes and publishes whole files, and memory is
-//! bounded by the limit times the number of concurrent uploads.
+//! bounded by the limit times `max_concurrent_uploads` (one more upload is
+//! answered `503` with `Retry-After`).
 
 pub mod auth;
 pub mod config;
@@ -86,6 +87,7 @@ pub async fn run(
         recent,
         ingestor,
         max_body_bytes: config.max_body_bytes,
+        uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads),
     }));
 
     let stop = shutdown.child_token();

@@ -48,6 +48,8 @@ pub struct PushState {
     pub ingestor: Arc<Ingestor>,
     /// Largest accepted file.
     pub max_body_bytes: usize,
+    /// One permit per upload in progress (body read, raw zone, Kafka).
+    pub uploads: tokio::sync::Semaphore,
 }
 
 /// The push routes, with request metrics.
@@ -96,6 +98,7 @@ async fn put_file(
     body: Body,
 ) -> Result<Accepted, ApiError> {
     let facility_id = authenticate(&state.keys, &headers, None)?;
+    let _permit = state.uploads.try_acquire().map_err(|_| ApiError::Busy)?;
     receive_body(&state, facility_id, name, &headers, body).await
 }
 
@@ -106,6 +109,7 @@ async fn put_facility_file(
     body: Body,
 ) -> Result<Accepted, ApiError> {
     let facility_id = authenticate(&state.keys, &headers, Some(&claimed))?;
+    let _permit = state.uploads.try_acquire().map_err(|_| ApiError::Busy)?;
     receive_body(&state, facility_id, name, &headers, body).await
 }
 
@@ -138,6 +142,7 @@ async fn post_multipart(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Accepted, ApiError> {
     let facility_id = authenticate(&state.keys, &headers, None)?;
+    let _permit = state.uploads.try_acquire().map_err(|_| ApiError::Busy)?;
     let mut multipart = multipart.map_err(|_| ApiError::BadRequest {
         message: "expected a multipart/form-data body".to_string(),
     })?;
@@ -302,6 +307,85 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    /// Serves the push API in-process. Its producer points at a closed port:
+    /// these tests never get as far as publishing.
+    async fn serve(max_body_bytes: usize, uploads: usize) -> (String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let kafka = medlake_common::config::KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        let ingestor = Ingestor::with_parts(
+            medlake_common::ingest::RawZone::open(dir.path().to_str().unwrap()).unwrap(),
+            medlake_common::kafka::producer(&kafka).unwrap(),
+            "t".into(),
+            &medlake_common::ingest::IngestConfig::default(),
+        );
+        let state = Arc::new(PushState {
+            keys: keys(),
+            recent: Arc::new(RecentFiles::new(10)),
+            ingestor: Arc::new(ingestor),
+            max_body_bytes,
+            uploads: tokio::sync::Semaphore::new(uploads),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        (format!("http://{addr}"), dir)
+    }
+
+    #[tokio::test]
+    async fn uploads_beyond_the_concurrency_limit_are_told_to_retry() {
+        let (base, _dir) = serve(10, 1).await;
+        let client = reqwest::Client::new();
+        let url = format!("{base}/v1/files/a.csv");
+        // A first upload that stays open, holding the only permit.
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+        tx.try_send(Ok(vec![1; 5])).unwrap();
+        let first = tokio::spawn(
+            client
+                .put(&url)
+                .bearer_auth("ka")
+                .body(reqwest::Body::wrap_stream(rx))
+                .send(),
+        );
+        // (Empty bodies: should one win the permit before the first upload
+        // does, it is answered 422 at once and the loop tries again.)
+        let second = loop {
+            let r = client
+                .put(&url)
+                .bearer_auth("kb")
+                .body("")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 503 {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(second.headers().contains_key("retry-after"));
+        let json: serde_json::Value = second.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "busy");
+
+        // The first one passes the limit: 413, and its permit is returned.
+        tx.try_send(Ok(vec![2; 10])).unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), 413);
+        let third = client
+            .put(&url)
+            .bearer_auth("kb")
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(third.status(), 422);
+        let unknown = client.get(format!("{base}/nope")).send().await.unwrap();
+        assert_eq!(unknown.status(), 404);
+        let json: serde_json::Value = unknown.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "not_found");
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum ApiError {
     Empty,
     #[error("no such route")]
     NotFound,
+    #[error("too many uploads in progress; retry later")]
+    Busy,
     #[error("the file could not be stored right now; retry later")]
     Unavailable,
     #[error("the file could not be stored")]
@@ -63,7 +65,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Empty => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "file_too_large",
             ApiError::Empty => "empty_file",
             ApiError::NotFound => "not_found",
+            ApiError::Busy => "busy",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -112,7 +115,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"medlake\""),
                 );
             }
-            ApiError::Unavailable => {
+            ApiError::Busy | ApiError::Unavailable => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
