@@ -169,6 +169,8 @@ error_codes! {
     XmlTooDeep = "xml_too_deep" @ Parse,
     /// The entry holds no record.
     NoRecords = "no_records" @ Parse,
+    /// The parser failed on the file (a bug); replay it once fixed.
+    InternalError = "internal_error" @ Parse,
     /// A required field has no value.
     MissingRequired = "missing_required" @ Validate,
     /// A value is not an integer (or out of the type's range).

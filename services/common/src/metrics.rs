@@ -103,7 +103,79 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 // ---------------------------------------------------------------- parser
-// (parser metrics go here)
+
+/// Input files finished, by ledger status (`processed`, `partial`,
+/// `rejected`, `duplicate`).
+pub static PARSER_FILES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_parser_files_total",
+        "Input files the parser finished, by ledger status.",
+        &["status"],
+    )
+});
+
+/// Archive entries read, by the data set they were routed to (`none` when
+/// no data set matched).
+pub static PARSER_ENTRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_parser_entries_total",
+        "Archive entries read, by data set (none when unrouted).",
+        &["dataset"],
+    )
+});
+
+/// Records produced, by data set.
+pub static PARSER_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_parser_records_total",
+        "Records produced to the records topics, by data set.",
+        &["dataset"],
+    )
+});
+
+/// Dead letters produced, by data set (`none` for a whole file or an
+/// unrouted entry), stage and error code.
+pub static PARSER_REJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_parser_rejects_total",
+        "Files, entries and records dead-lettered, by data set, stage and error code.",
+        &["dataset", "stage", "error_code"],
+    )
+});
+
+/// Bytes of input files read (inline or from the raw zone).
+pub static PARSER_BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "medlake_parser_bytes_in_total",
+        "Bytes of input files the parser read.",
+    )
+});
+
+/// Time to parse one file and commit its transaction.
+pub static PARSER_FILE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "medlake_parser_file_duration_seconds",
+        "Time from taking an input file to committing its transaction.",
+        DURATION_BUCKETS,
+    )
+});
+
+/// Kafka transactions, by outcome (`committed`, `aborted`).
+pub static PARSER_TRANSACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_parser_transactions_total",
+        "Kafka transactions of the parser, by status (committed, aborted).",
+        &["status"],
+    )
+});
+
+/// File ids the parser knows as settled (the duplicate check's memory).
+pub static PARSER_KNOWN_FILES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "medlake_parser_known_files",
+        "File ids held in memory to recognise duplicates.",
+    )
+});
 
 // ---------------------------------------------------------------- sink
 // (sink metrics go here)

@@ -1,0 +1,551 @@
+//! `medlake parser` as a real child process against the real broker: one zip
+//! per data set in, the expected records out exactly once (also across a
+//! SIGKILL), duplicates recorded once, bad archives dead-lettered with their
+//! code while the next good file still flows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use medlake_common::config::TopicsConfig;
+use medlake_common::ingest::{IngestConfig, Ingestor, RawFile, RawZone, Source};
+use medlake_common::ledger::{FileStatus, LedgerEntry};
+use medlake_common::{dataset, kafka, topics};
+use medlake_integration_tests::{
+    ChildGuard, assert_no_more, kafka_config, medlake, read_topic, repo_root, topics_config, unique,
+};
+use medlake_parser::testkit::{self, Protection};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const QUIET: Duration = Duration::from_secs(4);
+const F2_PASSWORD_ENV: &str = "IT_PARSER_F2_ZIP_PASSWORD";
+const F2_PASSWORD: &str = "s3cret-zip";
+
+/// One parser test's world: unique topics, a lake, a facility registry.
+struct World {
+    topics: TopicsConfig,
+    lake: tempfile::TempDir,
+    facilities: PathBuf,
+    group: String,
+    transactional_id: String,
+    ingestor: Ingestor,
+}
+
+impl World {
+    async fn new() -> Self {
+        let topics = topics_config();
+        let names: Vec<String> = dataset::load_dir(&repo_root().join("schemas"))
+            .expect("schemas load")
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let admin = kafka::admin(&kafka_config()).unwrap();
+        topics::ensure(
+            &admin,
+            &topics::specs(&topics, names.iter().map(String::as_str)),
+        )
+        .await
+        .expect("create topics (is the broker up? `make kafka-up`)");
+        let lake = tempfile::tempdir().unwrap();
+        let facilities = lake.path().join("facilities.yaml");
+        std::fs::write(
+            &facilities,
+            format!(
+                "facilities:\n  - id: F1\n  - id: F2\n    zip_passwords: [{{ env: {F2_PASSWORD_ENV} }}]\n"
+            ),
+        )
+        .unwrap();
+        let raw = RawZone::open(lake.path().to_str().unwrap()).unwrap();
+        let producer = kafka::producer(&kafka_config()).unwrap();
+        let ingestor =
+            Ingestor::with_parts(raw, producer, topics.raw_files(), &IngestConfig::default());
+        Self {
+            topics,
+            lake,
+            facilities,
+            group: unique("it-parser"),
+            transactional_id: unique("it-parser-txn"),
+            ingestor,
+        }
+    }
+
+    /// `medlake parser` with this world's configuration in its environment.
+    fn parser(&self) -> Command {
+        let mut command = medlake(&self.topics);
+        command
+            .arg("parser")
+            .env("MEDLAKE_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("MEDLAKE_LAKE_URI", self.lake.path())
+            .env("MEDLAKE_SCHEMAS_DIR", repo_root().join("schemas"))
+            .env("MEDLAKE_FACILITIES_FILE", &self.facilities)
+            .env("MEDLAKE_PARSER__GROUP_ID", &self.group)
+            .env("MEDLAKE_PARSER__TRANSACTIONAL_ID", &self.transactional_id)
+            .env("MEDLAKE_PARSER__PII_KEY__ENV", "IT_PARSER_PII_KEY")
+            .env("IT_PARSER_PII_KEY", "pii-test-key")
+            .env(F2_PASSWORD_ENV, F2_PASSWORD);
+        command
+    }
+
+    /// Publishes a file the way the connectors do (raw zone, then Kafka).
+    async fn publish(&self, facility: &str, name: &str, bytes: Vec<u8>) -> String {
+        let receipt = self
+            .ingestor
+            .ingest(RawFile {
+                facility_id: facility.to_string(),
+                source: Source::Ftp,
+                file_name: name.to_string(),
+                bytes: Bytes::from(bytes),
+                received_at: Utc::now(),
+            })
+            .await
+            .expect("publish raw file");
+        receipt.file_id
+    }
+}
+
+// ------------------------------------------------------------------ fixtures
+
+fn adt_csv(tag: &str, rows: usize) -> Vec<u8> {
+    let mut csv = String::from(
+        "EncounterID,MRN,EventType,EventSeq,EventTime,Ward,Bed,AdmitSource,AttendingNPI,Notes\r\n",
+    );
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "ENC-{tag}-{i:05},MRN{i:06},A01,{i},2024-03-01 08:{:02}:00,W1,B{i},ER,1234567890,\"call, later\"\r\n",
+            i % 60
+        ));
+    }
+    csv.into_bytes()
+}
+
+fn census_txt(rows: usize) -> Vec<u8> {
+    let mut txt =
+        String::from("UNIT|UNIT_NAME|CENSUS_TS|TOTAL|OCCUPIED|BLOCKED|OCC_RATIO|ICU_FLAG\r\n");
+    for i in 0..rows {
+        txt.push_str(&format!(
+            "U{i}|Unit {i}|2024030108{:02}|20|15|1|0.75|\r\n",
+            i % 60
+        ));
+    }
+    txt.into_bytes()
+}
+
+fn lab_xml(i: usize) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<lab:LabResult xmlns:lab="urn:medlake:lab:v1" xmlns:pt="urn:medlake:patient:v1" id="R{i}">
+  <pt:Patient><pt:MRN>MRN{i:06}</pt:MRN></pt:Patient>
+  <lab:Order number="O{i}"/>
+  <lab:Test><lab:Code>2345-7</lab:Code><lab:Name>Glucose</lab:Name></lab:Test>
+  <lab:Value unit="mg/dL">98.5</lab:Value>
+  <lab:Flag>N</lab:Flag>
+  <lab:Collected>2024-03-01T08:00:00Z</lab:Collected>
+</lab:LabResult>
+"#
+    )
+    .into_bytes()
+}
+
+fn patients_csv(rows: usize) -> Vec<u8> {
+    let mut csv = String::from(
+        "MRN,ChangeType,UpdatedAt,LastName,FirstName,DOB,Sex,Zip3,Deceased,WeightKg\n",
+    );
+    for i in 0..rows {
+        csv.push_str(&format!(
+            "MRN{i:06},I,2024-03-01 08:00:00.000,Doe,Jane,01/02/1980,F,606,,70.50\n"
+        ));
+    }
+    csv.into_bytes()
+}
+
+/// One zip per data set: (facility, file name, bytes, data set, records).
+fn one_zip_per_dataset() -> Vec<(&'static str, &'static str, Vec<u8>, &'static str, usize)> {
+    let adt = adt_csv("a", 7);
+    let census = census_txt(5);
+    let patients = patients_csv(6);
+    let labs: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("labs/r{i:03}.xml"), lab_xml(i)))
+        .collect();
+    let lab_entries: Vec<(&str, &[u8])> = labs
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    vec![
+        (
+            "F1",
+            "adt.zip",
+            testkit::zip(&[("adt_20240301.csv", &adt)], true, Protection::None),
+            "adt_events",
+            7,
+        ),
+        (
+            "F2",
+            "census.zip",
+            testkit::zip(
+                &[("census_0800.txt", &census)],
+                true,
+                Protection::Aes256(F2_PASSWORD),
+            ),
+            "bed_census",
+            5,
+        ),
+        (
+            "F1",
+            "labs.zip",
+            testkit::zip(&lab_entries, true, Protection::None),
+            "lab_results",
+            20,
+        ),
+        (
+            "F2",
+            "patients.zip",
+            testkit::zip(
+                &[("extract/patients_1.csv", &patients)],
+                true,
+                Protection::ZipCrypto(F2_PASSWORD),
+            ),
+            "patients",
+            6,
+        ),
+    ]
+}
+
+// ------------------------------------------------------------------ reading
+
+fn json(message: &OwnedMessage) -> Value {
+    serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON value")
+}
+
+fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    kafka::header_str(message, name)
+}
+
+/// Ledger entries by file id (a file id appearing twice is kept twice).
+async fn ledger(topics: &TopicsConfig, expected: usize) -> Vec<LedgerEntry> {
+    read_topic(&topics.files(), expected, TIMEOUT)
+        .await
+        .iter()
+        .map(|m| LedgerEntry::from_json(m.payload().unwrap()).expect("ledger JSON"))
+        .collect()
+}
+
+/// (file id, entry, record index) of every record.
+fn lineage(records: &[OwnedMessage]) -> Vec<(String, String, i64)> {
+    records
+        .iter()
+        .map(|m| {
+            let v = json(m);
+            (
+                v["_file_id"].as_str().unwrap().to_string(),
+                v["_entry"].as_str().unwrap().to_string(),
+                v["_record_index"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn parser_publishes_each_data_set_exactly_once() {
+    let world = World::new().await;
+    let fixtures = one_zip_per_dataset();
+    let mut file_ids = BTreeMap::new();
+    for (facility, name, bytes, dataset, records) in &fixtures {
+        let id = world.publish(facility, name, bytes.clone()).await;
+        file_ids.insert(*dataset, (id, *records));
+    }
+    let _parser = ChildGuard::spawn(world.parser());
+
+    for (dataset, (file_id, expected)) in &file_ids {
+        let topic = world.topics.records(dataset);
+        let records = read_topic(&topic, *expected, TIMEOUT).await;
+        assert_eq!(records.len(), *expected, "{dataset}: records");
+        let seen: BTreeSet<_> = lineage(&records).into_iter().collect();
+        assert_eq!(seen.len(), *expected, "{dataset}: distinct lineage");
+        for record in &records {
+            let v = json(record);
+            assert_eq!(v["_file_id"], file_id.as_str(), "{dataset}");
+            assert!(
+                v["_ingested_at"].as_str().unwrap().ends_with('Z'),
+                "{dataset}"
+            );
+            let key = std::str::from_utf8(record.key().unwrap()).unwrap();
+            assert!(!key.is_empty(), "{dataset}: record key");
+        }
+        assert_no_more(&topic, *expected, QUIET).await;
+    }
+    // Pseudonymized, dropped and merge lineage fields.
+    let patients = read_topic(&world.topics.records("patients"), 6, TIMEOUT).await;
+    let p = json(&patients[0]);
+    assert_ne!(p["mrn"], "MRN000000", "MRN is hashed");
+    assert!(p.get("last_name").is_none(), "pii: drop removes the field");
+    assert_eq!(p["_op"], "upsert");
+
+    let entries = ledger(&world.topics, file_ids.len()).await;
+    assert_eq!(entries.len(), file_ids.len());
+    for (dataset, (file_id, expected)) in &file_ids {
+        let entry = entries
+            .iter()
+            .find(|e| &e.file_id == file_id)
+            .expect("ledger entry");
+        assert_eq!(entry.status, FileStatus::Processed, "{dataset}: {entry:?}");
+        assert_eq!(
+            entry.records.get(*dataset),
+            Some(&(*expected as u64)),
+            "{dataset}"
+        );
+        assert!(entry.rejects.is_empty(), "{dataset}: {entry:?}");
+    }
+    assert_no_more(&world.topics.files(), file_ids.len(), QUIET).await;
+    assert_no_more(&world.topics.dlq(), 0, QUIET).await;
+}
+
+#[tokio::test]
+async fn a_republished_file_is_a_duplicate_and_adds_no_records() {
+    let world = World::new().await;
+    let bytes = testkit::zip(&[("adt_dup.csv", &adt_csv("d", 4))], true, Protection::None);
+    let first = world.publish("F1", "adt.zip", bytes.clone()).await;
+    let mut parser = ChildGuard::spawn(world.parser());
+    let topic = world.topics.records("adt_events");
+    assert_eq!(read_topic(&topic, 4, TIMEOUT).await.len(), 4);
+
+    // Once while the parser runs, once after a restart (ledger read back).
+    let second = world.publish("F1", "adt-again.zip", bytes.clone()).await;
+    assert_eq!(first, second, "same bytes, same file id");
+    let entries = ledger(&world.topics, 2).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].status, FileStatus::Duplicate);
+    assert_eq!(entries[1].file_name, "adt-again.zip");
+    assert!(entries[1].records.is_empty());
+
+    assert!(
+        parser.terminate(Duration::from_secs(30)),
+        "clean exit on SIGTERM"
+    );
+    world.publish("F1", "adt-third.zip", bytes).await;
+    let _parser = ChildGuard::spawn(world.parser());
+    let entries = ledger(&world.topics, 3).await;
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[2].status, FileStatus::Duplicate);
+    assert_no_more(&topic, 4, QUIET).await;
+}
+
+#[tokio::test]
+async fn bad_archives_are_dead_lettered_and_the_next_file_flows() {
+    let world = World::new().await;
+    let good = testkit::zip(&[("adt_ok.csv", &adt_csv("g", 3))], true, Protection::None);
+    let mut corrupt = testkit::zip(&[("adt_x.csv", &adt_csv("c", 50))], true, Protection::None);
+    corrupt.truncate(corrupt.len() / 2);
+    let wrong_password = testkit::zip(
+        &[("adt_w.csv", &adt_csv("w", 3))],
+        true,
+        Protection::Aes256("not-the-password"),
+    );
+    let no_password = testkit::zip(
+        &[("adt_n.csv", &adt_csv("n", 3))],
+        true,
+        Protection::ZipCrypto("whatever"),
+    );
+    let zeros = vec![b'0'; 64 * 1024 * 1024];
+    let bomb = testkit::zip(&[("adt_bomb.csv", &zeros)], true, Protection::None);
+    drop(zeros);
+
+    let cases = [
+        ("F2", "corrupt.zip", corrupt, "corrupt_archive"),
+        ("F2", "wrong.zip", wrong_password, "wrong_password"),
+        ("F1", "nopass.zip", no_password, "password_required"),
+        ("F2", "bomb.zip", bomb, "compression_ratio"),
+    ];
+    let mut expected = HashMap::new();
+    for (facility, name, bytes, code) in cases {
+        let id = world.publish(facility, name, bytes).await;
+        expected.insert(id, code);
+    }
+    let good_id = world.publish("F2", "good.zip", good).await;
+    let _parser = ChildGuard::spawn(world.parser());
+
+    let records = read_topic(&world.topics.records("adt_events"), 3, TIMEOUT).await;
+    assert_eq!(records.len(), 3, "the good file after the bad ones flows");
+    assert!(lineage(&records).iter().all(|(id, _, _)| *id == good_id));
+
+    let dead = read_topic(&world.topics.dlq(), expected.len(), TIMEOUT).await;
+    assert_eq!(dead.len(), expected.len());
+    for letter in &dead {
+        let file_id = header(letter, "medlake.file_id").expect("raw headers copied");
+        let code = expected[file_id];
+        assert_eq!(
+            header(letter, "medlake.error.code"),
+            Some(code),
+            "{file_id}"
+        );
+        assert_eq!(header(letter, "medlake.error.stage"), Some("unzip"));
+        assert_eq!(
+            header(letter, "medlake.origin.topic"),
+            Some(world.topics.raw_files().as_str())
+        );
+        assert!(header(letter, "medlake.origin.offset").is_some());
+        assert_eq!(letter.key(), Some(file_id.as_bytes()));
+        let inline = letter.payload().is_some_and(|p| !p.is_empty());
+        assert!(
+            inline || header(letter, "medlake.payload_ref").is_some(),
+            "{code}: bytes or a reference"
+        );
+    }
+    assert_no_more(&world.topics.dlq(), expected.len(), QUIET).await;
+
+    let entries = ledger(&world.topics, expected.len() + 1).await;
+    for entry in &entries {
+        if entry.file_id == good_id {
+            assert_eq!(entry.status, FileStatus::Processed);
+        } else {
+            assert_eq!(entry.status, FileStatus::Rejected, "{entry:?}");
+            let code = expected[&entry.file_id];
+            assert_eq!(
+                entry.rejects.keys().map(|c| c.as_str()).collect::<Vec<_>>(),
+                [code]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
+    let world = World::new().await;
+    const FILES: usize = 60;
+    const ROWS: usize = 1000;
+    let mut expected = BTreeSet::new();
+    for f in 0..FILES {
+        let entry = format!("adt_{f:03}.csv");
+        let bytes = testkit::zip(
+            &[(&entry, &adt_csv(&format!("k{f}"), ROWS))],
+            true,
+            Protection::None,
+        );
+        let facility = if f % 2 == 0 { "F1" } else { "F2" };
+        let id = world
+            .publish(facility, &format!("kill-{f}.zip"), bytes)
+            .await;
+        for i in 1..=ROWS as i64 {
+            expected.insert((id.clone(), entry.clone(), i));
+        }
+    }
+
+    // Watch the ledger by assignment (no group join delay) and kill the
+    // parser as soon as a few files are committed.
+    let ledger_consumer: StreamConsumer =
+        kafka::consumer(&kafka_config(), &unique("it-ledger-watch")).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..world.topics.partitions {
+        assignment
+            .add_partition_offset(&world.topics.files(), p, Offset::Beginning)
+            .unwrap();
+    }
+    ledger_consumer.assign(&assignment).unwrap();
+    let mut parser = ChildGuard::spawn(world.parser());
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = 0;
+    while seen < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no ledger entries before the kill"
+        );
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), ledger_consumer.recv()).await
+        {
+            seen += 1;
+        }
+    }
+    parser.kill();
+    let before_restart = read_topic(&world.topics.files(), FILES, Duration::from_secs(5)).await;
+    assert!(before_restart.len() < FILES, "the kill came mid-stream");
+    eprintln!(
+        "killed after {} of {FILES} files were committed",
+        before_restart.len()
+    );
+    let _parser = ChildGuard::spawn(world.parser());
+
+    let entries = ledger(&world.topics, FILES).await;
+    let ids: BTreeSet<_> = entries.iter().map(|e| e.file_id.clone()).collect();
+    assert_eq!(entries.len(), FILES, "one ledger entry per file");
+    assert_eq!(ids.len(), FILES);
+    assert!(entries.iter().all(|e| e.status == FileStatus::Processed));
+
+    let topic = world.topics.records("adt_events");
+    let records = read_topic(&topic, expected.len(), TIMEOUT).await;
+    let got = lineage(&records);
+    let distinct: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), distinct.len(), "no record twice");
+    assert_eq!(distinct, expected, "every record once");
+    assert_no_more(&topic, expected.len(), QUIET).await;
+    assert_no_more(&world.topics.files(), FILES, QUIET).await;
+}
+
+/// Peak RSS of one parser process on a ~40 MB zip (reported, not asserted).
+#[tokio::test]
+async fn parser_rss_on_a_40_mb_zip() {
+    let world = World::new().await;
+    // Hex noise compresses about 2:1, so 4 entries of ~21 MB make a ~40 MB zip.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut entries = Vec::new();
+    let mut rows_total = 0u64;
+    for e in 0..4 {
+        let mut csv = String::from(
+            "EncounterID,MRN,EventType,EventSeq,EventTime,Ward,Bed,AdmitSource,AttendingNPI,Notes\n",
+        );
+        let mut i = 0;
+        while csv.len() < 21 * 1024 * 1024 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            csv.push_str(&format!(
+                "ENC-{e}-{i:07},MRN{:016x},A08,{i},2024-03-01 08:00:00,W{},B1,ER,1234567890,{:016x}{:016x}\n",
+                state,
+                i % 9,
+                state.rotate_left(21),
+                state.rotate_left(42)
+            ));
+            i += 1;
+        }
+        rows_total += i;
+        entries.push((format!("adt_big_{e}.csv"), csv.into_bytes()));
+    }
+    let refs: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let zip = testkit::zip(&refs, true, Protection::None);
+    let zip_mb = zip.len() as f64 / 1e6;
+    drop(entries);
+    let file_id = world.publish("F1", "big.zip", zip).await;
+
+    let parser = ChildGuard::spawn(world.parser());
+    let entries = ledger(&world.topics, 1).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].file_id, file_id);
+    assert_eq!(entries[0].status, FileStatus::Processed, "{:?}", entries[0]);
+    assert_eq!(entries[0].records.get("adt_events"), Some(&rows_total));
+    let hwm_kb = vm_hwm_kb(parser.0.id());
+    eprintln!(
+        "parser peak RSS (VmHWM) on a {zip_mb:.1} MB zip with {rows_total} records: {} MiB",
+        hwm_kb / 1024
+    );
+    assert!(hwm_kb > 0);
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
+        .expect("child status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line")
+}

@@ -1,0 +1,170 @@
+//! What one input message produces inside its transaction: records, dead
+//! letters and the ledger entry, with the counts that become the ledger entry
+//! and the metrics once the transaction commits.
+//!
+//! Messages are handed to the producer as they come (the parse streams, no
+//! file-sized buffer); when the producer's queue is full the parse waits.
+//! Delivery results are not awaited one by one: `commit_transaction` flushes
+//! and fails if any message failed, and the whole transaction is retried.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use medlake_common::dead_letter::{DeadLetter, ErrorCode, Stage};
+use medlake_common::ledger::LedgerEntry;
+use medlake_common::metrics;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Label of metrics for files and entries not routed to a data set.
+pub const NO_DATASET: &str = "none";
+
+/// How long to wait for room in a full producer queue before trying again.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
+
+/// The output of one input message, in its transaction.
+pub struct Outbox {
+    producer: FutureProducer,
+    /// First error enqueuing a message: the transaction must be aborted.
+    failed: Option<KafkaError>,
+    /// Messages enqueued.
+    pub produced: u64,
+    /// Records produced, by data set.
+    pub records: BTreeMap<String, u64>,
+    /// Dead letters produced, by error code.
+    pub rejects: BTreeMap<ErrorCode, u64>,
+    /// Dead letters by (data set, stage, code), for metrics.
+    reject_labels: BTreeMap<(String, Stage, ErrorCode), u64>,
+}
+
+impl Outbox {
+    pub fn new(producer: FutureProducer) -> Self {
+        Self {
+            producer,
+            failed: None,
+            produced: 0,
+            records: BTreeMap::new(),
+            rejects: BTreeMap::new(),
+            reject_labels: BTreeMap::new(),
+        }
+    }
+
+    /// Enqueues one message, waiting while the producer's queue is full. A
+    /// message too large for the broker is refused (`Err`) without failing
+    /// the transaction; any other error fails it.
+    fn send(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                // Delivery is confirmed by the transaction's commit.
+                Ok(_delivery) => {
+                    self.produced += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(QUEUE_FULL_WAIT);
+                }
+                Err((
+                    error @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                    _,
+                )) => return Err(error),
+                Err((error, _)) => {
+                    self.failed = Some(error);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One record of `dataset` to its records topic; `Err` when it is too
+    /// large to send (the caller dead-letters it instead).
+    pub fn record(
+        &mut self,
+        topic: &str,
+        dataset: &str,
+        key: &[u8],
+        json: &[u8],
+    ) -> Result<(), KafkaError> {
+        self.send(topic, key, json, None)?;
+        if let Some(n) = self.records.get_mut(dataset) {
+            *n += 1;
+        } else {
+            self.records.insert(dataset.to_string(), 1);
+        }
+        Ok(())
+    }
+
+    /// One dead letter, keyed by the file id.
+    pub fn dead_letter(
+        &mut self,
+        topic: &str,
+        file_id: &str,
+        dataset: Option<&str>,
+        dead_letter: &DeadLetter,
+        payload: &[u8],
+    ) {
+        if let Err(error) = self.send(
+            topic,
+            file_id.as_bytes(),
+            payload,
+            Some(dead_letter.headers()),
+        ) {
+            // Dead letters are capped below the broker's limit; if one still
+            // does not fit, the transaction must not commit without it.
+            self.failed = Some(error);
+        }
+        *self.rejects.entry(dead_letter.code).or_default() += 1;
+        let label = (
+            dataset.unwrap_or(NO_DATASET).to_string(),
+            dead_letter.stage,
+            dead_letter.code,
+        );
+        *self.reject_labels.entry(label).or_default() += 1;
+    }
+
+    /// The ledger entry, keyed by the file id.
+    pub fn ledger(&mut self, topic: &str, entry: &LedgerEntry) {
+        if let Err(error) = self.send(topic, entry.file_id.as_bytes(), &entry.to_json(), None) {
+            self.failed = Some(error);
+        }
+    }
+
+    /// The first enqueue error, if any: the transaction must not commit.
+    pub fn take_error(&mut self) -> Option<KafkaError> {
+        self.failed.take()
+    }
+
+    /// Counts the committed output in the metrics.
+    pub fn record_metrics(&self) {
+        for (dataset, n) in &self.records {
+            metrics::PARSER_RECORDS
+                .with_label_values(&[dataset.as_str()])
+                .inc_by(*n);
+        }
+        for ((dataset, stage, code), n) in &self.reject_labels {
+            metrics::PARSER_REJECTS
+                .with_label_values(&[dataset.as_str(), stage.as_str(), code.as_str()])
+                .inc_by(*n);
+        }
+    }
+
+    /// Whether the producer has a transaction in flight that produced nothing
+    /// yet (a whole-file dead letter can then reuse it).
+    pub fn is_empty(&self) -> bool {
+        self.produced == 0
+    }
+}

@@ -1,0 +1,432 @@
+//! The run loop: one input message, one transaction; retry with backoff on
+//! retryable failures, stop on fatal ones, finish the current transaction
+//! before stopping on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use medlake_common::config::TopicsConfig;
+use medlake_common::dead_letter::{DeadLetter, ErrorCode, Origin};
+use medlake_common::ingest::RawZone;
+use medlake_common::ingest::header::PAYLOAD_REF;
+use medlake_common::ledger::{FileStatus, LedgerEntry, timestamp};
+use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
+use rdkafka::consumer::{Consumer, ConsumerGroupMetadata, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+
+use super::input::{self, Plan};
+use super::known::KnownFiles;
+use super::outbox::{NO_DATASET, Outbox};
+use super::sink;
+use super::{ParserConfig, ParserError};
+use crate::ParseEnv;
+
+/// The parser's consume-transform-produce loop.
+pub struct Worker {
+    pub topics: TopicsConfig,
+    pub config: ParserConfig,
+    pub consumer: StreamConsumer,
+    pub producer: FutureProducer,
+    pub known: KnownFiles,
+    pub raw: RawZone,
+    pub env: Arc<ParseEnv>,
+}
+
+/// Exponential backoff between retries of a failing message.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial_ms: u64, max_ms: u64) -> Self {
+        let initial = Duration::from_millis(initial_ms.max(1));
+        Self {
+            initial,
+            max: Duration::from_millis(max_ms).max(initial),
+            next: initial,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
+/// What one committed transaction did, for logs and metrics.
+struct Committed {
+    entry: LedgerEntry,
+    outbox: Outbox,
+    entries_by_dataset: Vec<(String, u64)>,
+}
+
+impl Worker {
+    /// Consumes until `shutdown` or a fatal error.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), ParserError> {
+        let mut backoff = Backoff::new(
+            self.config.retry_initial_backoff_ms,
+            self.config.retry_max_backoff_ms,
+        );
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                received = self.consumer.recv() => received,
+            };
+            let (message, inline) = match received {
+                Ok(message) => detach(&message),
+                Err(error) => {
+                    tracing::warn!(%error, "Consuming raw files failed; retrying.");
+                    metrics::ERRORS
+                        .with_label_values(&["parser", "retryable"])
+                        .inc();
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff.next_wait()) => continue,
+                    }
+                }
+            };
+            let (topic, partition, offset) = (
+                message.topic().to_string(),
+                message.partition(),
+                message.offset(),
+            );
+            // Not raced with shutdown: the transaction is finished or aborted.
+            match self.handle(message, inline).await {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    let kind = error.kind();
+                    metrics::ERRORS
+                        .with_label_values(&["parser", kind_label(kind)])
+                        .inc();
+                    if kind == ErrorKind::Fatal {
+                        return Err(error);
+                    }
+                    let wait = backoff.next_wait();
+                    tracing::warn!(%error, topic, partition, offset, wait_ms = wait.as_millis() as u64,
+                        "File failed; rewinding to retry it.");
+                    self.rewind(&topic, partition, offset);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the consumer back to `offset` so the message comes again. A
+    /// partition revoked meanwhile is someone else's now: nothing to do.
+    fn rewind(&self, topic: &str, partition: i32, offset: i64) {
+        if let Err(error) = self.consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        ) {
+            tracing::info!(%error, topic, partition, offset, "Rewind skipped.");
+        }
+    }
+
+    /// One message, one transaction.
+    async fn handle(&self, message: OwnedMessage, inline: Bytes) -> Result<(), ParserError> {
+        let started = Instant::now();
+        let origin = input::origin(&message);
+        let plan = input::plan(&message, inline, &self.known, &self.raw).await?;
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| ParserError::Task {
+                reason: "the consumer has no group metadata".into(),
+            })?;
+        let txn = Txn {
+            producer: self.producer.clone(),
+            topics: self.topics.clone(),
+            origin: origin.clone(),
+            timeout: Duration::from_millis(self.config.transaction_call_timeout_ms),
+            inline_max_bytes: self.config.dead_letter_inline_max_bytes,
+            raw: self.raw.clone(),
+            runtime: Handle::current(),
+            env: self.env.clone(),
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let result = txn.run(plan, &message, &group);
+            if let Err(error) = &result {
+                txn.abort(error);
+            }
+            result
+        })
+        .await
+        .map_err(|e| ParserError::Task {
+            reason: e.to_string(),
+        })??;
+
+        let Committed {
+            entry,
+            outbox,
+            entries_by_dataset,
+        } = done;
+        if entry.status.is_settled() {
+            self.known.insert(&entry.file_id);
+        }
+        outbox.record_metrics();
+        for (dataset, n) in &entries_by_dataset {
+            metrics::PARSER_ENTRIES
+                .with_label_values(&[dataset.as_str()])
+                .inc_by(*n);
+        }
+        metrics::PARSER_FILES
+            .with_label_values(&[entry.status.as_str()])
+            .inc();
+        metrics::PARSER_BYTES_IN.inc_by(entry.bytes);
+        metrics::PARSER_TRANSACTIONS
+            .with_label_values(&["committed"])
+            .inc();
+        metrics::PARSER_FILE_SECONDS.observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            file_id = entry.file_id,
+            facility_id = entry.facility_id,
+            status = entry.status.as_str(),
+            entries = entry.entries,
+            records = entry.records_total(),
+            rejects = entry.rejects_total(),
+            partition = origin.partition,
+            offset = origin.offset,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "File done."
+        );
+        Ok(())
+    }
+}
+
+/// The message without its payload, and the payload (copied once).
+fn detach(message: &BorrowedMessage<'_>) -> (OwnedMessage, Bytes) {
+    let inline = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    let owned = OwnedMessage::new(
+        None,
+        message.key().map(<[u8]>::to_vec),
+        message.topic().to_string(),
+        message.timestamp(),
+        message.partition(),
+        message.offset(),
+        message.headers().map(|h| h.detach()),
+    );
+    (owned, inline)
+}
+
+fn kind_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Retryable => "retryable",
+        ErrorKind::BadInput => "bad_input",
+        ErrorKind::Fatal => "fatal",
+    }
+}
+
+/// One transaction, run on a blocking thread (the parse is CPU work and the
+/// transaction calls block).
+struct Txn {
+    producer: FutureProducer,
+    topics: TopicsConfig,
+    origin: Origin,
+    timeout: Duration,
+    inline_max_bytes: usize,
+    raw: RawZone,
+    runtime: Handle,
+    env: Arc<ParseEnv>,
+}
+
+impl Txn {
+    fn error(&self, step: &'static str) -> impl Fn(KafkaError) -> ParserError + '_ {
+        move |source| ParserError::Transaction {
+            step,
+            at: Box::new(self.origin.clone()),
+            source,
+        }
+    }
+
+    fn begin(&self) -> Result<Outbox, ParserError> {
+        self.producer
+            .begin_transaction()
+            .map_err(self.error("begin"))?;
+        Ok(Outbox::new(self.producer.clone()))
+    }
+
+    fn run(
+        &self,
+        plan: Plan,
+        message: &OwnedMessage,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<Committed, ParserError> {
+        let mut outbox = self.begin()?;
+        let mut entries_by_dataset = Vec::new();
+        let mut entry = match plan {
+            Plan::Duplicate { headers, bytes } => {
+                let mut entry = input::ledger_entry(&headers, bytes);
+                entry.status = FileStatus::Duplicate;
+                entry
+            }
+            Plan::Reject {
+                entry,
+                dead_letter,
+                bytes,
+            } => {
+                self.dead_letter_file(&mut outbox, &entry, *dead_letter, bytes)?;
+                *entry
+            }
+            Plan::Parse { headers, bytes } => {
+                let mut entry = input::ledger_entry(&headers, bytes.len() as u64);
+                let template = DeadLetter::new(ErrorCode::CorruptArchive, "", self.origin.clone())
+                    .with_input_headers(message.headers());
+                let parsed = sink::parse(
+                    &self.env,
+                    &self.topics,
+                    &headers,
+                    &bytes,
+                    &template,
+                    &mut outbox,
+                );
+                match parsed {
+                    Ok(summary) => {
+                        entry.entries = summary.entries;
+                        entries_by_dataset = summary.entries_by_dataset;
+                    }
+                    Err(failure) => {
+                        if !outbox.is_empty() {
+                            // Records of a file rejected as a whole never leave.
+                            self.producer
+                                .abort_transaction(self.timeout)
+                                .map_err(self.error("abort"))?;
+                            metrics::PARSER_TRANSACTIONS
+                                .with_label_values(&["aborted"])
+                                .inc();
+                            outbox = self.begin()?;
+                        }
+                        let mut dead_letter = template;
+                        dead_letter.code = failure.code;
+                        dead_letter.stage = failure.code.stage();
+                        dead_letter.message = failure.message;
+                        self.dead_letter_file(&mut outbox, &entry, dead_letter, bytes)?;
+                    }
+                }
+                entry
+            }
+        };
+        entry.records = outbox.records.clone();
+        entry.rejects = outbox.rejects.clone();
+        if entry.status != FileStatus::Duplicate {
+            entry.settle_status();
+        }
+        entry.processed_at = timestamp(chrono::Utc::now());
+        outbox.ledger(&self.topics.files(), &entry);
+        if let Some(error) = outbox.take_error() {
+            return Err(self.error("produce")(error));
+        }
+
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                &self.origin.topic,
+                self.origin.partition,
+                Offset::Offset(self.origin.offset + 1),
+            )
+            .map_err(self.error("offsets"))?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, group, self.timeout)
+            .map_err(self.error("send_offsets"))?;
+        self.producer
+            .commit_transaction(self.timeout)
+            .map_err(self.error("commit"))?;
+        Ok(Committed {
+            entry,
+            outbox,
+            entries_by_dataset,
+        })
+    }
+
+    /// A whole file to the DLQ: its bytes, or a raw-zone reference when it is
+    /// too big to carry.
+    fn dead_letter_file(
+        &self,
+        outbox: &mut Outbox,
+        entry: &LedgerEntry,
+        mut dead_letter: DeadLetter,
+        bytes: Bytes,
+    ) -> Result<(), ParserError> {
+        let mut payload = bytes;
+        if payload.len() > self.inline_max_bytes {
+            let path = match dead_letter.input_header(PAYLOAD_REF) {
+                Some(path) => path.to_string(),
+                None => {
+                    let received = chrono::DateTime::parse_from_rfc3339(&entry.received_at)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .unwrap_or_else(|_| chrono::Utc::now());
+                    let facility = if entry.facility_id.is_empty() {
+                        NO_DATASET
+                    } else {
+                        entry.facility_id.as_str()
+                    };
+                    let path = RawZone::raw_path(facility, received, &entry.file_id);
+                    self.runtime
+                        .block_on(self.raw.put(&path, payload.clone()))
+                        .map_err(|source| ParserError::RawZone {
+                            path: path.clone(),
+                            source: Box::new(source),
+                        })?;
+                    path
+                }
+            };
+            dead_letter.set_input_header(PAYLOAD_REF, path);
+            payload = Bytes::new();
+        }
+        tracing::warn!(
+            file_id = entry.file_id,
+            facility_id = entry.facility_id,
+            stage = dead_letter.stage.as_str(),
+            error_code = dead_letter.code.as_str(),
+            message = dead_letter.message,
+            "File rejected."
+        );
+        outbox.dead_letter(
+            &self.topics.dlq(),
+            &entry.file_id,
+            None,
+            &dead_letter,
+            &payload,
+        );
+        Ok(())
+    }
+
+    /// Aborts after a failure; an abort that fails leaves the producer to be
+    /// fenced or reinitialised by the next `begin`.
+    fn abort(&self, error: &ParserError) {
+        metrics::PARSER_TRANSACTIONS
+            .with_label_values(&["aborted"])
+            .inc();
+        if let Err(abort_error) = self.producer.abort_transaction(self.timeout) {
+            tracing::warn!(%error, %abort_error, "Aborting the transaction failed.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_max_and_resets() {
+        let mut b = Backoff::new(100, 350);
+        let waits: Vec<u64> = (0..4).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_millis(100));
+    }
+}
