@@ -20,9 +20,10 @@ use medlake_integration_tests::{
 use medlake_sink::delta::read;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -144,6 +145,47 @@ impl World {
             .expect("read table")
     }
 
+    /// Commits in `table`'s log (0 before the table exists).
+    fn commits(&self, table: &str) -> usize {
+        std::fs::read_dir(self.lake.path().join(table).join("_delta_log"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Starts a sink, waits until it committed a batch of its own, then
+    /// SIGKILLs it after a random pause: mid-stream, while it writes, or
+    /// between its Delta and Kafka commits.
+    async fn run_and_kill(&self, table: &str, rng: &mut StdRng) {
+        // The first commits create the table; wait for one past them.
+        let before = self.commits(table).max(1);
+        let mut sink = self.sink(&format!("[{table}]"));
+        eventually(TIMEOUT, "a commit by the restarted sink", || async {
+            (self.commits(table) > before).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1_500))).await;
+        sink.kill();
+    }
+
+    /// Commits `offset(low, high)` as the group's Kafka offset of every
+    /// partition of `topic` (no sink may be running).
+    fn set_group_offsets(&self, topic: &str, offset: impl Fn(i64, i64) -> i64) {
+        let consumer = kafka::consumer(&kafka_config(), &self.group).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for partition in 0..self.topics.partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .unwrap();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset(low, high)))
+                .unwrap();
+        }
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+
     /// Waits until `table` holds at least `n` rows; returns them.
     async fn wait_rows(&self, table: &str, n: usize) -> Vec<RecordBatch> {
         eventually(TIMEOUT, &format!("{n} rows in {table}"), || async {
@@ -233,23 +275,40 @@ async fn append_writes_every_record_once_across_sigkills() {
     let world = World::new(&[("events", EVENTS)]).await;
     let topic = world.topics.records("events");
     let mut rng = StdRng::seed_from_u64(seed());
-    let (chunks, per_chunk) = (4, 600);
-    for chunk in 0..chunks {
+    let (kills, per_round) = (4, 1_000);
+    for round in 0..kills {
         world
-            .produce(&topic, &events(chunk * per_chunk..(chunk + 1) * per_chunk))
+            .produce(&topic, &events(round * per_round..(round + 1) * per_round))
             .await;
-        let mut sink = world.sink("[events]");
-        // The first chunk waits for a commit, so later kills land mid-stream.
-        if chunk == 0 {
-            world.wait_rows("events", 1).await;
-        }
-        let pause = rng.random_range(300..3_000);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        sink.kill();
+        world.run_and_kill("events", &mut rng).await;
     }
-    let n = chunks * per_chunk;
+    let n = kills * per_round;
     let sink = world.sink("[events]");
     assert_events_exactly(&world, n).await;
+    stop(sink);
+}
+
+#[tokio::test]
+async fn the_table_not_the_group_offsets_says_where_to_resume() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    world.produce(&topic, &events(0..500)).await;
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 500).await;
+    stop(sink);
+
+    // Kafka's offsets ahead of the table: the sink seeks back.
+    world.produce(&topic, &events(500..1_000)).await;
+    world.set_group_offsets(&topic, |_, high| high);
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 1_000).await;
+    stop(sink);
+
+    // Kafka's offsets lost: the sink seeks forward, nothing is written twice.
+    world.produce(&topic, &events(1_000..1_200)).await;
+    world.set_group_offsets(&topic, |low, _| low);
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 1_200).await;
     stop(sink);
 }
 
@@ -297,10 +356,7 @@ async fn merge_reaches_the_exact_final_state_across_sigkills() {
     let chunks: Vec<_> = stream.chunks(stream.len().div_ceil(3)).collect();
     for chunk in &chunks {
         world.produce(&topic, chunk).await;
-        let mut sink = world.sink("[accounts]");
-        let pause = rng.random_range(1_000..4_000);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        sink.kill();
+        world.run_and_kill("accounts", &mut rng).await;
     }
     let sink = world.sink("[accounts]");
     let state = eventually(TIMEOUT, "the merge's final state", || async {

@@ -2,13 +2,15 @@
 //! change it.
 //!
 //! The Delta table, not Kafka, knows where to resume: it holds the last
-//! offset written per partition (`txn` actions). librdkafka only allows a
-//! `seek` on a partition that is already fetching, so the sink checks a
-//! partition when its *first* message after an assignment arrives: it asks
-//! the table for the last written offset and either takes the message (it is
-//! the next one) or seeks to the table's offset + 1 and drops the message.
-//! Until the seek takes effect, messages below the target are dropped; after
-//! it, a message below the expected next offset is a duplicate and dropped.
+//! offset written per partition (`txn` actions). When partitions are
+//! assigned, the run loop asks the table and seeks each partition to the
+//! table's offset + 1. librdkafka refuses a seek until the partition's
+//! fetcher has started, so a refused seek stays pending and is tried again
+//! on every turn of the loop (and at once when a message of the partition
+//! arrives); until it succeeds every message of the partition is dropped,
+//! because Kafka's committed offset may be *ahead* of the table (offsets
+//! committed by hand, a table restored) as well as behind it. After the
+//! seek, messages below the target are stale and dropped.
 //!
 //! Offsets may jump (transaction markers of the parser's transactional
 //! producer, compaction of the ledger topic), so only going *backwards* is
@@ -88,10 +90,12 @@ impl ConsumerContext for SinkContext {
 /// Where one partition stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Position {
-    /// Assigned; the table has not been asked yet.
-    Unverified,
-    /// A seek to `target` was issued; older messages are stale.
-    Seeking { target: i64 },
+    /// The table says resume at `target`; the seek has not succeeded yet.
+    SeekPending { target: i64 },
+    /// Sought to `target`; older messages are stale.
+    Sought { target: i64 },
+    /// The table never saw the partition: Kafka's position is the best there is.
+    Fresh,
     /// In order; `next` is the smallest offset not taken yet.
     Tracking { next: i64 },
 }
@@ -101,20 +105,13 @@ enum Position {
 pub(crate) enum Verdict {
     /// Take it into the batch.
     Accept,
-    /// Already written or about to be re-read: drop it.
+    /// Already written or about to be read again: drop it.
     Drop,
-    /// First message since the assignment: ask the table, then call
-    /// [`Partitions::verified`].
-    Verify,
-}
-
-/// After the table was asked: take the message or seek.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Resume {
-    /// The message is the next one the table needs.
-    Accept,
-    /// Seek the partition to this offset and drop the message.
+    /// Drop it and seek the partition to this offset now (its fetcher runs).
     Seek(i64),
+    /// A partition no rebalance announced: ask the table, call
+    /// [`Partitions::assigned`], then check again.
+    Verify,
 }
 
 /// The position of every partition this instance consumes.
@@ -124,81 +121,59 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
-    /// Applies a rebalance event.
-    pub(crate) fn apply(&mut self, event: &RebalanceEvent) {
-        match event {
-            RebalanceEvent::Assigned(list) => {
-                for tp in list {
-                    self.positions.insert(tp.clone(), Position::Unverified);
-                }
-            }
-            RebalanceEvent::Revoked(list) => {
-                for tp in list {
-                    self.positions.remove(tp);
-                }
-            }
+    /// A partition was assigned; `table_next` is the table's last offset + 1,
+    /// `None` when the table never saw the partition.
+    pub(crate) fn assigned(&mut self, topic: &str, partition: i32, table_next: Option<i64>) {
+        let position = match table_next {
+            Some(target) => Position::SeekPending { target },
+            None => Position::Fresh,
+        };
+        self.positions
+            .insert((topic.to_string(), partition), position);
+    }
+
+    /// Partitions are no longer ours.
+    pub(crate) fn revoked(&mut self, list: &[TopicPartition]) {
+        for tp in list {
+            self.positions.remove(tp);
         }
     }
 
-    /// Decides about a message at `offset`. A partition never announced by
-    /// a rebalance (the callback raced the fetch) is verified like a new one.
+    /// Seeks still to be made: (topic, partition, target).
+    pub(crate) fn pending_seeks(&self) -> Vec<(String, i32, i64)> {
+        self.positions
+            .iter()
+            .filter_map(|((topic, partition), position)| match position {
+                Position::SeekPending { target } => Some((topic.clone(), *partition, *target)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The seek of a pending partition succeeded.
+    pub(crate) fn sought(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        if let Some(Position::SeekPending { target }) = self.positions.get(&key).copied() {
+            self.positions.insert(key, Position::Sought { target });
+        }
+    }
+
+    /// Decides about a message at `offset`.
     pub(crate) fn check(&mut self, topic: &str, partition: i32, offset: i64) -> Verdict {
-        let key = (topic.to_string(), partition);
-        let position = self.positions.entry(key).or_insert(Position::Unverified);
+        let Some(position) = self.positions.get_mut(&(topic.to_string(), partition)) else {
+            return Verdict::Verify;
+        };
         match *position {
-            Position::Unverified => Verdict::Verify,
-            Position::Seeking { target } if offset < target => Verdict::Drop,
-            Position::Seeking { target } => {
-                if offset > target {
-                    tracing::warn!(
-                        topic,
-                        partition,
-                        expected = target,
-                        offset,
-                        "Resumed past the table's offset (messages deleted by retention?)."
-                    );
-                }
+            Position::SeekPending { target } => Verdict::Seek(target),
+            Position::Sought { target } | Position::Tracking { next: target }
+                if offset < target =>
+            {
+                Verdict::Drop
+            }
+            Position::Sought { .. } | Position::Tracking { .. } | Position::Fresh => {
                 *position = Position::Tracking { next: offset + 1 };
                 Verdict::Accept
             }
-            Position::Tracking { next } if offset < next => Verdict::Drop,
-            Position::Tracking { .. } => {
-                *position = Position::Tracking { next: offset + 1 };
-                Verdict::Accept
-            }
-        }
-    }
-
-    /// Records what the table said for a partition in [`Verdict::Verify`]:
-    /// `table_next` is the table's last offset + 1, `None` when the table
-    /// never saw the partition (Kafka's committed offset is then the best
-    /// there is, and the message is taken).
-    pub(crate) fn verified(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        table_next: Option<i64>,
-    ) -> Resume {
-        let key = (topic.to_string(), partition);
-        match table_next {
-            Some(target) if target != offset => {
-                self.positions.insert(key, Position::Seeking { target });
-                Resume::Seek(target)
-            }
-            _ => {
-                self.positions
-                    .insert(key, Position::Tracking { next: offset + 1 });
-                Resume::Accept
-            }
-        }
-    }
-
-    /// Forgets a partition's position so its next message is verified again
-    /// (after a failed seek, or when a batch was dropped).
-    pub(crate) fn reset(&mut self, topic: &str, partition: i32) {
-        if let Some(position) = self.positions.get_mut(&(topic.to_string(), partition)) {
-            *position = Position::Unverified;
         }
     }
 }
@@ -212,59 +187,51 @@ mod tests {
     }
 
     #[test]
-    fn first_message_after_assignment_is_verified() {
+    fn resumes_where_the_table_says_after_the_seek() {
         let mut parts = Partitions::default();
-        parts.apply(&RebalanceEvent::Assigned(vec![tp(0), tp(1)]));
-        assert_eq!(parts.check("t", 0, 5), Verdict::Verify);
-        assert_eq!(parts.verified("t", 0, 5, Some(5)), Resume::Accept);
-        assert_eq!(parts.check("t", 0, 6), Verdict::Accept);
-        // Offsets may jump (transaction markers).
-        assert_eq!(parts.check("t", 0, 9), Verdict::Accept);
-        // Going backwards is a duplicate.
-        assert_eq!(parts.check("t", 0, 8), Verdict::Drop);
-    }
-
-    #[test]
-    fn behind_the_table_seeks_and_drops_stale_messages() {
-        let mut parts = Partitions::default();
-        parts.apply(&RebalanceEvent::Assigned(vec![tp(0)]));
-        assert_eq!(parts.check("t", 0, 3), Verdict::Verify);
-        assert_eq!(parts.verified("t", 0, 3, Some(10)), Resume::Seek(10));
-        assert_eq!(parts.check("t", 0, 4), Verdict::Drop);
+        parts.assigned("t", 0, Some(10));
+        assert_eq!(parts.pending_seeks(), vec![("t".to_string(), 0, 10)]);
+        // Before the seek succeeded nothing is taken, whatever the offset.
+        assert_eq!(parts.check("t", 0, 3), Verdict::Seek(10));
+        assert_eq!(parts.check("t", 0, 50), Verdict::Seek(10));
+        parts.sought("t", 0);
+        assert!(parts.pending_seeks().is_empty());
+        assert_eq!(parts.check("t", 0, 4), Verdict::Drop, "stale");
         assert_eq!(parts.check("t", 0, 10), Verdict::Accept);
         assert_eq!(parts.check("t", 0, 11), Verdict::Accept);
     }
 
     #[test]
-    fn ahead_of_the_table_seeks_back() {
+    fn offsets_may_jump_but_not_go_back() {
         let mut parts = Partitions::default();
-        parts.apply(&RebalanceEvent::Assigned(vec![tp(2)]));
-        assert_eq!(parts.check("t", 2, 50), Verdict::Verify);
-        assert_eq!(parts.verified("t", 2, 50, Some(20)), Resume::Seek(20));
-        assert_eq!(parts.check("t", 2, 20), Verdict::Accept);
+        parts.assigned("t", 0, Some(5));
+        parts.sought("t", 0);
+        assert_eq!(
+            parts.check("t", 0, 7),
+            Verdict::Accept,
+            "a transaction marker at 5"
+        );
+        assert_eq!(parts.check("t", 0, 9), Verdict::Accept);
+        assert_eq!(parts.check("t", 0, 8), Verdict::Drop);
     }
 
     #[test]
     fn a_partition_the_table_never_saw_starts_where_kafka_is() {
         let mut parts = Partitions::default();
-        assert_eq!(parts.check("t", 0, 0), Verdict::Verify);
-        assert_eq!(parts.verified("t", 0, 0, None), Resume::Accept);
-        assert_eq!(parts.check("t", 0, 1), Verdict::Accept);
+        parts.assigned("t", 1, None);
+        assert!(parts.pending_seeks().is_empty());
+        assert_eq!(parts.check("t", 1, 42), Verdict::Accept);
+        assert_eq!(parts.check("t", 1, 41), Verdict::Drop);
     }
 
     #[test]
-    fn revoked_then_assigned_is_verified_again() {
+    fn unannounced_and_revoked_partitions_are_verified() {
         let mut parts = Partitions::default();
-        parts.apply(&RebalanceEvent::Assigned(vec![tp(0)]));
-        parts.check("t", 0, 0);
-        parts.verified("t", 0, 0, None);
-        parts.apply(&RebalanceEvent::Revoked(vec![tp(0)]));
-        assert!(parts.positions.is_empty());
-        parts.apply(&RebalanceEvent::Assigned(vec![tp(0)]));
-        assert_eq!(parts.check("t", 0, 1), Verdict::Verify);
-        parts.verified("t", 0, 1, Some(2));
-        parts.reset("t", 0);
-        assert_eq!(parts.check("t", 0, 2), Verdict::Verify);
+        assert_eq!(parts.check("t", 2, 0), Verdict::Verify);
+        parts.assigned("t", 2, None);
+        assert_eq!(parts.check("t", 2, 0), Verdict::Accept);
+        parts.revoked(&[tp(2)]);
+        assert_eq!(parts.check("t", 2, 1), Verdict::Verify);
     }
 
     #[test]

@@ -18,14 +18,14 @@ use super::batch::Buffer;
 use super::config::SinkConfig;
 use super::error::SinkError;
 use super::flush::{Io, Lane, flush};
-use super::partitions::{Partitions, RebalanceEvent, Resume, SinkContext, Verdict};
+use super::partitions::{Partitions, RebalanceEvent, SinkContext, Verdict};
 use super::tables::{self, Target};
 
 /// How long the loop waits for a message when no batch is open.
 const IDLE_WAKEUP: Duration = Duration::from_secs(1);
 
 /// How long a seek may take.
-const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+const SEEK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running sink: its tables, consumer and batches.
 pub(crate) struct Worker {
@@ -97,7 +97,11 @@ impl Worker {
                 received = consumer.recv() => Some(received.map(|m| m.detach())),
                 _ = tokio::time::sleep_until(deadline) => None,
             };
-            self.apply_rebalances();
+            match self.apply_rebalances(&shutdown).await {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(error) => break Err(error),
+            }
             match received {
                 Some(Ok(message)) => {
                     if let Err(error) = self.take(message, &shutdown).await {
@@ -119,7 +123,8 @@ impl Worker {
             }
         };
         if result.is_ok() {
-            self.apply_rebalances();
+            // Only revocations matter now; lookups are cut short by shutdown.
+            let _ = self.apply_rebalances(&shutdown).await;
             self.drain().await;
         }
         self.health.set_ready(false);
@@ -137,13 +142,18 @@ impl Worker {
             .unwrap_or_else(|| Instant::now() + IDLE_WAKEUP)
     }
 
-    /// Applies the rebalances the consumer context saw. Revoked partitions
-    /// leave their batches: the new owner re-reads them from the table.
-    fn apply_rebalances(&mut self) {
+    /// Applies the rebalances the consumer context saw, then tries the
+    /// pending seeks. Revoked partitions leave their batches (the new owner
+    /// reads them again from the table); assigned ones are sought to the
+    /// table's offsets. Returns false when shutdown interrupted it.
+    async fn apply_rebalances(&mut self, shutdown: &Shutdown) -> Result<bool, SinkError> {
         for event in self.context.drain() {
-            if let RebalanceEvent::Revoked(list) = &event {
-                for (topic, partition) in list {
-                    if let Some(lane) = self.lanes.get_mut(topic) {
+            match event {
+                RebalanceEvent::Revoked(list) => {
+                    for (topic, partition) in &list {
+                        let Some(lane) = self.lanes.get_mut(topic) else {
+                            continue;
+                        };
                         let dropped = lane.buffer.drop_partition(*partition);
                         if dropped > 0 {
                             tracing::info!(
@@ -154,9 +164,50 @@ impl Worker {
                             );
                         }
                     }
+                    self.partitions.revoked(&list);
+                }
+                RebalanceEvent::Assigned(list) => {
+                    for lane in self.lanes.values_mut() {
+                        let mine: Vec<i32> = list
+                            .iter()
+                            .filter(|(topic, _)| *topic == lane.target.topic)
+                            .map(|(_, partition)| *partition)
+                            .collect();
+                        if !mine.is_empty()
+                            && !assign(lane, &mine, &mut self.partitions, &self.io.config, shutdown)
+                                .await?
+                        {
+                            return Ok(false);
+                        }
+                    }
                 }
             }
-            self.partitions.apply(&event);
+        }
+        for (topic, partition, target) in self.partitions.pending_seeks() {
+            self.seek(&topic, partition, target);
+        }
+        Ok(true)
+    }
+
+    /// Seeks a partition to the table's offset; a refused seek stays pending.
+    fn seek(&mut self, topic: &str, partition: i32, target: i64) {
+        match self
+            .io
+            .consumer
+            .seek(topic, partition, Offset::Offset(target), SEEK_TIMEOUT)
+        {
+            Ok(()) => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    offset = target,
+                    "Resuming at the table's offset."
+                );
+                self.partitions.sought(topic, partition);
+            }
+            Err(error) => {
+                tracing::debug!(topic, partition, %error, "Seek not possible yet; will try again.");
+            }
         }
     }
 
@@ -171,62 +222,33 @@ impl Worker {
             );
             return Ok(());
         };
-        let topic = lane.target.topic.as_str();
-        let accept = match self.partitions.check(topic, partition, offset) {
-            Verdict::Accept => true,
-            Verdict::Drop => false,
-            Verdict::Verify => {
-                let mut failures = 0;
-                let committed = loop {
-                    match lane
-                        .target
-                        .writer
-                        .committed_offsets(topic, &[partition])
-                        .await
-                    {
-                        Ok(committed) => break committed,
-                        Err(error) => {
-                            let error = SinkError::table(lane.target.name(), error);
-                            if !pause_after(error, &mut failures, &self.io.config, shutdown).await?
-                            {
-                                return Ok(());
-                            }
-                        }
-                    }
-                };
-                let table_next = committed.get(&partition).map(|o| o + 1);
-                match self
-                    .partitions
-                    .verified(topic, partition, offset, table_next)
-                {
-                    Resume::Accept => true,
-                    Resume::Seek(target) => {
-                        tracing::info!(
-                            topic,
-                            partition,
-                            offset = target,
-                            "Seeking to the table's offset."
-                        );
-                        let seek = self.io.consumer.seek(
-                            topic,
-                            partition,
-                            Offset::Offset(target),
-                            SEEK_TIMEOUT,
-                        );
-                        if let Err(error) = seek {
-                            tracing::warn!(topic, partition, %error, "Seek failed; will verify again.");
-                            self.partitions.reset(topic, partition);
-                        }
-                        false
-                    }
-                }
+        let mut verdict = self.partitions.check(&lane.target.topic, partition, offset);
+        if verdict == Verdict::Verify {
+            if !assign(
+                lane,
+                &[partition],
+                &mut self.partitions,
+                &self.io.config,
+                shutdown,
+            )
+            .await?
+            {
+                return Ok(());
             }
-        };
-        if accept {
-            SINK_MESSAGES_CONSUMED
-                .with_label_values(&[lane.target.name()])
-                .inc();
-            lane.buffer.push(message);
+            verdict = self.partitions.check(&lane.target.topic, partition, offset);
+        }
+        match verdict {
+            Verdict::Accept => {
+                SINK_MESSAGES_CONSUMED
+                    .with_label_values(&[lane.target.name()])
+                    .inc();
+                lane.buffer.push(message);
+            }
+            Verdict::Seek(target) => {
+                let topic = lane.target.topic.clone();
+                self.seek(&topic, partition, target);
+            }
+            Verdict::Drop | Verdict::Verify => {}
         }
         Ok(())
     }
@@ -264,6 +286,40 @@ impl Worker {
             }
         }
     }
+}
+
+/// Records newly assigned partitions of a lane with the table's offsets
+/// (retrying while the table cannot be read). Returns false when shutdown
+/// interrupted it.
+async fn assign(
+    lane: &mut Lane,
+    partitions: &[i32],
+    positions: &mut Partitions,
+    config: &SinkConfig,
+    shutdown: &Shutdown,
+) -> Result<bool, SinkError> {
+    let mut failures = 0;
+    let committed = loop {
+        match lane
+            .target
+            .writer
+            .committed_offsets(&lane.target.topic, partitions)
+            .await
+        {
+            Ok(committed) => break committed,
+            Err(error) => {
+                let error = SinkError::table(lane.target.name(), error);
+                if !pause_after(error, &mut failures, config, shutdown).await? {
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    for partition in partitions {
+        let table_next = committed.get(partition).map(|offset| offset + 1);
+        positions.assigned(&lane.target.topic, *partition, table_next);
+    }
+    Ok(true)
 }
 
 fn count_error(error: &SinkError) {
