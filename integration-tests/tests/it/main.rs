@@ -4,3 +4,4 @@
 mod api;
 mod ftp;
 mod kafka;
+mod sink;

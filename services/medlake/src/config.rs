@@ -38,6 +38,9 @@ pub struct Config {
     /// endpoints are in the facility registry).
     #[serde(default)]
     pub ftp_connector: medlake_ftp_connector::FtpConnectorConfig,
+    /// `medlake sink`: which tables, batching, Delta commits.
+    #[serde(default)]
+    pub sink: medlake_sink::SinkConfig,
     /// `medlake api-connector`: push API and HTTP pull endpoints.
     #[serde(default)]
     pub api_connector: medlake_api_connector::ApiConnectorConfig,
@@ -53,6 +56,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "schemas_dir",
     "facilities_file",
     "ftp_connector",
+    "sink",
     "api_connector",
 ];
 

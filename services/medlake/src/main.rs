@@ -30,6 +30,8 @@ enum Command {
     /// Manage the Kafka topics medlake uses.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
+    /// Write the records topics (and the dead-letter and ledger topics) into Delta tables.
+    Sink,
     /// Poll the FTP folders of the facility registry and ingest new files.
     FtpConnector,
     /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
+            Command::Sink => cmd::sink::run(&config).await,
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
             Command::Parse(_) | Command::Datasets(_) => Ok(()), // handled above

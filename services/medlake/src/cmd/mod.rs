@@ -5,6 +5,7 @@ pub mod api_connector;
 pub mod datasets;
 pub mod ftp_connector;
 pub mod parse;
+pub mod sink;
 pub mod topics;
 
 use std::future::Future;
