@@ -41,6 +41,11 @@ enum Command {
     /// Check data set definitions.
     #[command(subcommand)]
     Datasets(cmd::datasets::DatasetsCommand),
+    /// Generate facility files and their manifest (test and demo data).
+    Gen(cmd::r#gen::GenArgs),
+    /// Read the lake: rows per table, ledger, dead letters; reconcile with a manifest.
+    #[command(subcommand)]
+    Tables(cmd::tables::TablesCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Parse(args) => return cmd::parse::run(args, &config),
         Command::Datasets(command) => return cmd::datasets::run(command, &config),
+        Command::Gen(args) => return cmd::r#gen::run(args),
         _ => {}
     }
     medlake_common::logging::init(&config.log);
@@ -72,7 +78,8 @@ fn main() -> ExitCode {
             Command::Sink => cmd::sink::run(&config).await,
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
-            Command::Parse(_) | Command::Datasets(_) => Ok(()), // handled above
+            Command::Tables(command) => cmd::tables::run(command, &config).await,
+            Command::Parse(_) | Command::Datasets(_) | Command::Gen(_) => Ok(()), // handled above
         }
     });
     match result {

@@ -4,8 +4,10 @@
 pub mod api_connector;
 pub mod datasets;
 pub mod ftp_connector;
+pub mod r#gen;
 pub mod parse;
 pub mod sink;
+pub mod tables;
 pub mod topics;
 
 use std::future::Future;

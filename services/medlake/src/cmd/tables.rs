@@ -1,0 +1,90 @@
+//! `medlake tables summary`: rows per table, files in the ledger by status, dead
+//! letters by error code, read from the lake; optionally reconciled with (and waiting
+//! for) a `medlake gen` manifest.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use medlake_datagen::Manifest;
+use medlake_datagen::reconcile::{self, LakeSummary};
+
+use crate::config::Config;
+
+/// Reading the lake's tables.
+#[derive(Debug, Subcommand)]
+pub enum TablesCommand {
+    /// Rows per table, files by ledger status, dead letters by error code.
+    Summary(SummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Manifest of `medlake gen`: compare the lake with what it says.
+    #[arg(long)]
+    manifest: Option<std::path::PathBuf>,
+    /// With `--manifest`: wait up to this many seconds for the lake to reconcile;
+    /// fail (exit 1) if it does not.
+    #[arg(long, default_value_t = 0, requires = "manifest")]
+    wait_s: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn progress(summary: &LakeSummary, manifest: &Manifest) {
+    let files: u64 = summary.files_by_status.values().sum();
+    let rows: u64 = summary.tables.values().sum();
+    let expected: u64 = manifest.totals.table_rows.values().sum();
+    eprintln!(
+        "waiting: {files}/{} files in the ledger, {rows}/{expected} table rows, {} dead letters",
+        manifest.files.len(),
+        summary.dead_letters.values().sum::<u64>(),
+    );
+}
+
+pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> {
+    let TablesCommand::Summary(args) = command;
+    let lake = config.lake_uri.as_str();
+    let manifest = args.manifest.as_deref().map(Manifest::load).transpose()?;
+    let (summary, rec) = match &manifest {
+        Some(m) => {
+            let poll = Duration::from_secs(2);
+            let timeout = Duration::from_secs(args.wait_s);
+            let (s, r) = reconcile::wait_for(lake, m, timeout, poll, |s, r| {
+                if args.wait_s > 0 && !r.is_complete() {
+                    progress(s, m);
+                }
+            })
+            .await?;
+            (s, Some(r))
+        }
+        None => {
+            let datasets: Vec<String> = medlake_common::dataset::load_dir(&config.schemas_dir)?
+                .into_iter()
+                .map(|d| d.name)
+                .collect();
+            (reconcile::summarize(lake, &datasets).await?, None)
+        }
+    };
+    if args.json {
+        let value = serde_json::json!({ "summary": summary, "reconciliation": rec });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", reconcile::render(&summary, manifest.as_ref()));
+    }
+    if let Some(rec) = rec.filter(|r| !r.is_complete()) {
+        let missing: Vec<&str> = rec.missing_files.iter().take(5).map(String::as_str).collect();
+        bail!(
+            "the lake does not match the manifest after {} s: {} file(s) not in the ledger {:?}{}, \
+             table mismatches (table, expected, actual) {:?}, dead-letter mismatches {:?}",
+            args.wait_s,
+            rec.missing_files.len(),
+            missing,
+            if rec.missing_files.len() > 5 { " …" } else { "" },
+            rec.table_mismatches,
+            rec.dead_letter_mismatches
+        );
+    }
+    Ok(())
+}
