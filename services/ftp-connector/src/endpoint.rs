@@ -124,13 +124,20 @@ impl Worker {
         self.session = None;
     }
 
-    /// A live session: the kept one if the server still answers, else a new one.
+    /// A live session at the start of a poll: the kept one if the server
+    /// still answers (it may close idle sessions), else a new one.
+    async fn fresh_session(&mut self) -> Result<&mut Session, PollError> {
+        if let Some(session) = self.session.as_mut()
+            && !session.alive().await
+        {
+            self.session = None;
+        }
+        self.session().await
+    }
+
+    /// The current session, opened if there is none.
     async fn session(&mut self) -> Result<&mut Session, PollError> {
-        let reusable = match self.session.as_mut() {
-            Some(session) => session.alive().await,
-            None => false,
-        };
-        if !reusable {
+        if self.session.is_none() {
             self.session = Some(Session::open(&self.endpoint).await?);
         }
         Ok(self.session.as_mut().expect("session was just set"))
@@ -138,7 +145,7 @@ impl Worker {
 
     /// One listing and the files it settled.
     pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<PollOutcome, PollError> {
-        let listing = self.session().await?.list().await?;
+        let listing = self.fresh_session().await?.list().await?;
         let mut outcome = PollOutcome {
             listed: listing.len(),
             ..PollOutcome::default()

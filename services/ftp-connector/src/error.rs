@@ -31,8 +31,8 @@ pub enum FtpConnectorError {
         endpoint: String,
         source: Box<PollError>,
     },
-    #[error("endpoint task {endpoint} crashed")]
-    Crashed { endpoint: String },
+    #[error("an endpoint task crashed: {reason}")]
+    Crashed { reason: String },
 }
 
 impl Classify for FtpConnectorError {

@@ -54,6 +54,7 @@ pub async fn run(
     config
         .validate()
         .map_err(|reason| FtpConnectorError::Config { reason })?;
+    cap_library_logs();
     let registry = Registry::load(&ctx.facilities_file)?;
     let endpoints = endpoints(&registry, &config)?;
     let ingestor = Arc::new(Ingestor::new(&ctx, &config.ingest)?);
@@ -94,7 +95,7 @@ pub async fn run(
                 source: Box::new(source),
             },
             Err(panic) => FtpConnectorError::Crashed {
-                endpoint: format!("{panic}"),
+                reason: panic.to_string(),
             },
         };
         if result.is_ok() {
@@ -104,6 +105,15 @@ pub async fn run(
     }
     ctx.health.set_ready(false);
     result
+}
+
+/// The FTP library logs (through the `log` crate) every command it sends at
+/// trace level, `PASS <password>` included. Records of `log` below debug
+/// are therefore dropped in this process whatever `RUST_LOG` says.
+fn cap_library_logs() {
+    if log::max_level() > log::LevelFilter::Debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
 }
 
 /// The endpoints this replica polls, validated, with their facility id.
