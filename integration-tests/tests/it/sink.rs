@@ -4,6 +4,7 @@
 //! and with two instances sharing a topic; bad records as dead letters.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -98,12 +99,17 @@ impl World {
     /// `medlake sink` writing `datasets`, with small batches so a run makes
     /// many commits.
     fn sink(&self, datasets: &str) -> ChildGuard {
+        self.sink_with_admin(datasets, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Like [`World::sink`], with the admin server on `admin`.
+    fn sink_with_admin(&self, datasets: &str, admin: SocketAddr) -> ChildGuard {
         let mut command = medlake(&self.topics);
         command
             .arg("sink")
             .env("MEDLAKE_LAKE_URI", self.lake_uri())
             .env("MEDLAKE_SCHEMAS_DIR", self.schemas.path())
-            .env("MEDLAKE_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("MEDLAKE_ADMIN__LISTEN", admin.to_string())
             .env("MEDLAKE_SINK__DATASETS", datasets)
             .env("MEDLAKE_SINK__CONSUMER_GROUP", &self.group)
             .env("MEDLAKE_SINK__MAX_BATCH_ROWS", "150")
@@ -262,6 +268,14 @@ async fn assert_events_exactly(world: &World, n: i64) {
     assert_exactly(&world.rows("events").await, n);
 }
 
+/// A local address no one listens on (for the admin server of a child).
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// SIGTERM, and the sink must exit cleanly after writing its batches.
 fn stop(mut sink: ChildGuard) {
     assert!(
@@ -402,7 +416,8 @@ async fn a_bad_record_becomes_one_write_dead_letter_and_the_rest_is_written() {
     lineage(&mut bad, 99);
     records.insert(4, ("f-bad".into(), bad));
     world.produce(&topic, &records).await;
-    let sink = world.sink("[events]");
+    let admin = free_address();
+    let sink = world.sink_with_admin("[events]", admin);
     assert_events_exactly(&world, 10).await;
 
     let letters = read_topic(&world.topics.dlq(), 1, TIMEOUT).await;
@@ -431,6 +446,35 @@ async fn a_bad_record_becomes_one_write_dead_letter_and_the_rest_is_written() {
         "the record itself, for replay"
     );
     medlake_integration_tests::assert_no_more(&world.topics.dlq(), 1, Duration::from_secs(3)).await;
+
+    // What monitoring sees: rows by data set and mode, the dead letter, batch
+    // sizes, the lag of every partition drained to zero, readiness.
+    let url = format!("http://{admin}");
+    let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
+    assert!(ready.status().is_success(), "ready while consuming");
+    eventually(TIMEOUT, "sink metrics", || async {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let has = |line: &str| text.lines().any(|l| l == line);
+        let lag_zero = (0..world.topics.partitions).all(|p| {
+            has(&format!(
+                "medlake_sink_consumer_lag_messages{{dataset=\"events\",partition=\"{p}\"}} 0"
+            ))
+        });
+        (has("medlake_sink_rows_written_total{dataset=\"events\",mode=\"append\"} 10")
+            && has(
+                "medlake_sink_dead_letters_total{dataset=\"events\",error_code=\"write_failed\"} 1",
+            )
+            && has("medlake_sink_batch_rows_sum{dataset=\"events\"} 11")
+            && text.contains("medlake_sink_commit_duration_seconds_count{dataset=\"events\"}")
+            && lag_zero)
+            .then_some(())
+    })
+    .await;
     stop(sink);
 }
 
