@@ -5,3 +5,4 @@ mod api;
 mod ftp;
 mod kafka;
 mod sink;
+mod spark;
