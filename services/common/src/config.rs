@@ -213,6 +213,8 @@ impl Default for LogConfig {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's large error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -16,6 +16,17 @@ pub enum ErrorKind {
     Fatal,
 }
 
+impl ErrorKind {
+    /// The metric label / log field value: `retryable`, `bad_input`, `fatal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::BadInput => "bad_input",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
 /// Implemented by every component's error enum.
 pub trait Classify {
     /// How the run loop should react to this error.

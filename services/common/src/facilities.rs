@@ -178,6 +178,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's large error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -77,12 +77,11 @@ pub fn render() -> String {
 
 /// Constant 1, labelled with the version: shows which build runs where.
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    let g = gauge_vec(
+    gauge_vec(
         "medlake_build_info",
         "Always 1; the version label says which medlake build runs.",
         &["version", "service"],
-    );
-    g
+    )
 });
 
 /// Whether the service reports itself ready (1) or not (0).

@@ -93,7 +93,7 @@ impl Worker {
                         .inc();
                     let kind = error.kind();
                     metrics::ERRORS
-                        .with_label_values(&["ftp_connector", kind_label(kind)])
+                        .with_label_values(&["ftp_connector", kind.as_str()])
                         .inc();
                     if kind == ErrorKind::Fatal {
                         tracing::error!(endpoint = id, stage, %error, "FTP endpoint failed fatally.");
@@ -282,12 +282,4 @@ enum Taken {
     Rejected,
     /// Not taken this time (too young, changed, shutting down).
     Skipped,
-}
-
-fn kind_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Retryable => "retryable",
-        ErrorKind::BadInput => "bad_input",
-        ErrorKind::Fatal => "fatal",
-    }
 }

@@ -147,7 +147,7 @@ impl EndpointPuller {
                         .with_label_values(&[endpoint, error.stage()])
                         .inc();
                     metrics::ERRORS
-                        .with_label_values(&["api_connector", crate::push::kind_label(kind)])
+                        .with_label_values(&["api_connector", kind.as_str()])
                         .inc();
                     tracing::warn!(
                         endpoint,

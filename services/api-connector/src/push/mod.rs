@@ -255,7 +255,7 @@ async fn accept(
     let receipt = state.ingestor.ingest(file).await.map_err(|error| {
         let kind = error.kind();
         metrics::ERRORS
-            .with_label_values(&["api_connector", kind_label(kind)])
+            .with_label_values(&["api_connector", kind.as_str()])
             .inc();
         tracing::error!(facility_id, file_id, %error, "Pushed file could not be ingested.");
         match kind {
@@ -272,15 +272,6 @@ async fn accept(
         raw_path: receipt.raw_path,
         duplicate: false,
     })
-}
-
-/// The `kind` label of `medlake_errors_total`.
-pub(crate) fn kind_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Retryable => "retryable",
-        ErrorKind::BadInput => "bad_input",
-        ErrorKind::Fatal => "fatal",
-    }
 }
 
 #[cfg(test)]
