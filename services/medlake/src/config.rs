@@ -44,6 +44,9 @@ pub struct Config {
     /// `medlake api-connector`: push API and HTTP pull endpoints.
     #[serde(default)]
     pub api_connector: medlake_api_connector::ApiConnectorConfig,
+    /// `medlake maintain`: compaction, Z-order, vacuum and their schedule.
+    #[serde(default)]
+    pub maintain: medlake_sink::maintain::MaintainConfig,
 }
 
 /// The top-level keys environment variables may set.
@@ -58,6 +61,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "ftp_connector",
     "sink",
     "api_connector",
+    "maintain",
 ];
 
 fn default_lake_uri() -> String {

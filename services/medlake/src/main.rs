@@ -32,6 +32,8 @@ enum Command {
     Topics(cmd::topics::TopicsCommand),
     /// Write the records topics (and the dead-letter and ledger topics) into Delta tables.
     Sink,
+    /// Compact (OPTIMIZE, optional Z-order) and vacuum the tables, once or on a schedule.
+    Maintain(cmd::maintain::MaintainArgs),
     /// Poll the FTP folders of the facility registry and ingest new files.
     FtpConnector,
     /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
             Command::Sink => cmd::sink::run(&config).await,
+            Command::Maintain(args) => cmd::maintain::run(args, &config).await,
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
             Command::Tables(command) => cmd::tables::run(command, &config).await,

@@ -129,6 +129,9 @@ pub async fn maintain_table(
         .snapshot()
         .map(|s| s.log_data().num_files() as u64)
         .unwrap_or(0);
+    medlake_common::metrics::SINK_TABLE_FILES
+        .with_label_values(&[table_name])
+        .set(live_files as i64);
     let report = TableReport {
         table: table_name.to_string(),
         files_added: optimized.num_files_added,

@@ -4,6 +4,7 @@
 pub mod api_connector;
 pub mod datasets;
 pub mod ftp_connector;
+pub mod maintain;
 pub mod r#gen;
 pub mod parse;
 pub mod sink;
