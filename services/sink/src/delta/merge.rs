@@ -1,8 +1,8 @@
 //! MERGE of a CDC batch into its table.
 //!
-//! 1. [`latest_per_key`] reduces the batch to one event per primary key: the
+//! 1. `latest_per_key` reduces the batch to one event per primary key: the
 //!    largest `sequence_by`; on a tie, the larger Kafka offset.
-//! 2. [`merge`] runs one Delta MERGE on the primary key:
+//! 2. `merge` runs one Delta MERGE on the primary key:
 //!    - matched, `_op = delete`, source sequence ≥ target sequence → delete;
 //!    - matched, `_op = upsert`, source sequence ≥ target sequence → update
 //!      every column;

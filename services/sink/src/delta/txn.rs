@@ -3,7 +3,7 @@
 //! Every commit carries one `txn` action per Kafka partition of its batch:
 //! app id `<consumer group>-<topic>-<partition>`, version = the last offset
 //! of that partition the batch covers. The table, not Kafka, is the source of
-//! truth: the consumer seeks to `version + 1`, and [`pending`] drops whatever
+//! truth: the consumer seeks to `version + 1`, and `pending` drops whatever
 //! the table already holds, so a batch delivered twice changes nothing.
 
 use std::collections::{BTreeMap, HashMap};
