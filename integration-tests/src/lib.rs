@@ -197,3 +197,151 @@ pub async fn assert_no_more(topic: &str, seen: usize, quiet: Duration) {
 pub fn payload_str(message: &rdkafka::message::OwnedMessage) -> &str {
     std::str::from_utf8(message.payload().unwrap_or_default()).expect("utf-8 payload")
 }
+
+/// A running FTP server (`scripts/ftp_server.py`, pyftpdlib, with
+/// `MEDLAKE_PYTHON`, else `python3`) on a free port, serving `root` to one
+/// user; stopped when dropped.
+pub struct FtpServer {
+    _child: ChildGuard,
+    /// The control port it bound.
+    pub port: u16,
+    /// Its login user.
+    pub user: String,
+    /// Its login password.
+    pub password: String,
+}
+
+impl FtpServer {
+    /// Starts the server and waits (up to 20 s) for its ready line.
+    pub fn start(root: &std::path::Path, user: &str) -> Self {
+        use std::io::BufRead;
+        let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let password = format!("ftp-pw-{}", short_id());
+        std::fs::create_dir_all(root).expect("create the FTP root");
+        let mut command = Command::new(python);
+        command
+            .arg(repo_root().join("scripts/ftp_server.py"))
+            .args(["--port", "0", "--user", user, "--quiet", "--root"])
+            .arg(root)
+            .env("FTP_PASSWORD", &password)
+            .stdout(Stdio::piped());
+        let mut child = ChildGuard::spawn(command);
+        let stdout = child.0.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("FTP server ready line (is pyftpdlib installed? scripts/py-deps.sh)");
+        let port = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in FTP server line {line:?}"));
+        Self {
+            _child: child,
+            port,
+            user: user.to_string(),
+            password,
+        }
+    }
+}
+
+/// A Kafka broker of one test (same scripts as `make kafka-up`, its own
+/// directory and free ports), for fault tests that restart their broker
+/// without disturbing the tests sharing `KAFKA_BROKERS`. Stopped and wiped
+/// when dropped.
+pub struct PrivateBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
+}
+
+impl PrivateBroker {
+    /// Starts it (`scripts/kafka-up.sh`); panics with the script's output
+    /// when it does not come up.
+    pub fn start() -> Self {
+        let broker = Self {
+            dir: tempfile::tempdir().expect("broker directory"),
+            port: free_port(),
+            controller_port: free_port(),
+        };
+        broker.script("kafka-up.sh", &[]);
+        broker
+    }
+
+    /// Its bootstrap address.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGKILL with `kill`, else a clean shutdown) and starts it
+    /// again with its data (`scripts/kafka-restart.sh`).
+    pub fn restart(&self, kill: bool) {
+        self.script("kafka-restart.sh", if kill { &["--kill"] } else { &[] });
+    }
+
+    fn command(&self, script: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(repo_root().join("scripts").join(script));
+        command
+            .args(args)
+            .env("MEDLAKE_KAFKA_DIR", self.dir.path())
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string());
+        command
+    }
+
+    fn script(&self, script: &str, args: &[&str]) {
+        let output = self
+            .command(script, args)
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+        assert!(
+            output.status.success(),
+            "scripts/{script} {args:?} failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self
+            .command("kafka-down.sh", &["--kill"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `http://<addr>/readyz` until it answers 200; panics after `timeout`
+/// or as soon as `child` exits.
+pub async fn wait_ready(child: &mut ChildGuard, addr: &str, what: &str, timeout: Duration) {
+    let url = format!("http://{addr}/readyz");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("{what} exited ({status}) before it was ready");
+        }
+        let ready = client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready at {url} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
