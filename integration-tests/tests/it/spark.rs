@@ -218,7 +218,7 @@ async fn write_builtins(lake: &str) {
     let entries: Vec<Vec<u8>> = (0..3)
         .map(|i| {
             serde_json::to_vec(&json!({"file_id": format!("f{i}"), "status": "parsed",
-                "received_at": "2024-05-06T07:08:09Z", "records": {"labs": i}, "rejects": 0}))
+                "received_at": "2024-05-06T07:08:09Z", "records": {"labs": i}, "rejects": {}}))
             .unwrap()
         })
         .collect();

@@ -110,14 +110,18 @@ pub fn dead_letters_spec() -> TableSpec {
 /// Schema of `_files`.
 pub fn files_schema() -> SchemaRef {
     let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
-    let entries = Field::new(
-        "key_value",
-        DataType::Struct(Fields::from(vec![
-            Field::new("key", DataType::Utf8, false),
-            Field::new("value", DataType::Int64, true),
-        ])),
-        false,
-    );
+    // Counts by name: records by data set, rejects by error code.
+    let counts = || {
+        let entries = Field::new(
+            "key_value",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", DataType::Utf8, false),
+                Field::new("value", DataType::Int64, true),
+            ])),
+            false,
+        );
+        DataType::Map(Arc::new(entries), false)
+    };
     Arc::new(Schema::new(vec![
         text("file_id", false),
         text("facility_id", true),
@@ -126,10 +130,10 @@ pub fn files_schema() -> SchemaRef {
         Field::new("received_at", timestamp(), true),
         Field::new("processed_at", timestamp(), true),
         text("status", false),
-        Field::new("records", DataType::Map(Arc::new(entries), false), true),
-        Field::new("rejects", DataType::Int64, true),
-        text("error_code", true),
-        text("duplicate_of", true),
+        Field::new("bytes", DataType::Int64, true),
+        Field::new("entries", DataType::Int64, true),
+        Field::new("records", counts(), true),
+        Field::new("rejects", counts(), true),
     ]))
 }
 
@@ -298,11 +302,21 @@ mod tests {
     fn ledger_entries_decode_with_the_generic_decoder() {
         let decoder =
             crate::decode::RecordDecoder::new(FILES_TABLE, files_schema(), false).unwrap();
-        let entry = br#"{"file_id": "f1", "status": "parsed", "records": {"labs": 10, "adt": 2}, "rejects": 1, "received_at": "2024-01-01T00:00:00Z", "future_key": true}"#;
+        // What the parser really writes: a serialized ledger entry.
+        let entry: medlake_common::ledger::LedgerEntry = serde_json::from_value(serde_json::json!({
+            "file_id": "f1", "facility_id": "F1", "file_name": "labs.zip", "source": "ftp",
+            "received_at": "2024-01-01T00:00:00Z", "processed_at": "2024-01-01T00:00:01.000001Z",
+            "status": "partial", "bytes": 2048, "entries": 3,
+            "records": {"labs": 10, "adt": 2}, "rejects": {"bad_date": 1, "missing_required": 2}
+        }))
+        .unwrap();
+        let entry = serde_json::to_vec(&entry).unwrap();
         let out = decoder.decode(&[entry.as_slice()]).unwrap();
         assert!(out.rejects.is_empty(), "{:?}", out.rejects);
         let records = out.records.column_by_name("records").unwrap().as_map();
         assert_eq!(records.value(0).len(), 2);
+        let rejects = out.records.column_by_name("rejects").unwrap().as_map();
+        assert_eq!(rejects.value(0).len(), 2);
     }
 
     #[test]

@@ -46,9 +46,9 @@ async fn dead_letters_and_the_ledger_are_tables_like_any_other() {
     let mut w = writer(&lake, &spec).await;
     let decoder = RecordDecoder::new(&spec.name, spec.schema.clone(), false).unwrap();
     let entries = [
-        br#"{"file_id": "abc", "status": "parsed", "records": {"labs": 3}, "rejects": 0}"#
+        br#"{"file_id": "abc", "status": "parsed", "records": {"labs": 3}, "rejects": {}}"#
             .as_slice(),
-        br#"{"file_id": "abc", "status": "duplicate", "duplicate_of": "medlake.raw.files/0/7"}"#,
+        br#"{"file_id": "abc", "status": "duplicate", "records": {}, "rejects": {}}"#,
     ];
     let decoded = decoder.decode(&entries).unwrap();
     let origins = vec![
