@@ -19,8 +19,9 @@ use chrono::{DateTime, Utc};
 use medlake_common::config::KafkaConfig;
 use medlake_common::ledger::LedgerEntry;
 use medlake_common::{Shutdown, kafka, metrics};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 
@@ -120,8 +121,9 @@ pub async fn load_ledger(
         source,
     };
     // The group id is never joined or committed to: partitions are assigned.
-    let consumer: StreamConsumer =
-        kafka::consumer(&config, &format!("{group_id}-ledger")).map_err(ledger_error)?;
+    let consumer: StreamConsumer<LedgerContext> =
+        kafka::consumer_with_context(&config, &format!("{group_id}-ledger"), LedgerContext)
+            .map_err(ledger_error)?;
     let partitions = {
         let consumer = &consumer;
         tokio::task::block_in_place(move || {
@@ -194,6 +196,22 @@ pub async fn load_ledger(
     });
     Ok(())
 }
+
+/// The ledger reader's client context: reaching the end of a partition is
+/// how it knows it has read everything, not an error worth a log line.
+struct LedgerContext;
+
+impl ClientContext for LedgerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !end_of_partition {
+            tracing::warn!(%error, reason, "Ledger reader client error.");
+        }
+    }
+}
+
+impl ConsumerContext for LedgerContext {}
 
 fn observe(known: &KnownFiles, payload: Option<&[u8]>) {
     // Tombstones (no payload) and entries of other writers we cannot read
