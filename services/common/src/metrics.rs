@@ -190,11 +190,12 @@ pub const SINK_BATCH_BYTES_BUCKETS: &[f64] = &[
     134_217_728.0, 268_435_456.0,
 ];
 
-/// Messages the sink consumed, by data set (table).
-pub static SINK_MESSAGES_CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+/// Messages the sink finished (written as rows or as dead letters), by data
+/// set (table).
+pub static SINK_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
-        "medlake_sink_messages_consumed_total",
-        "Messages the sink took into a batch, by data set.",
+        "medlake_sink_messages_total",
+        "Messages the sink finished, as rows or dead letters, by data set.",
         &["dataset"],
     )
 });

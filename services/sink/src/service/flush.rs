@@ -7,7 +7,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use medlake_common::metrics::{
     SINK_BATCH_BYTES, SINK_BATCH_ROWS, SINK_COMMIT_CONFLICTS, SINK_COMMIT_SECONDS,
-    SINK_CONSUMER_LAG, SINK_MERGE_ROWS, SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
+    SINK_CONSUMER_LAG, SINK_MERGE_ROWS, SINK_MESSAGES, SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
 };
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
@@ -90,6 +90,9 @@ pub(crate) async fn flush(lane: &mut Lane, io: &Io) -> Result<(), SinkError> {
     };
     after_commit(lane, io, &outcome).await;
 
+    SINK_MESSAGES
+        .with_label_values(&[&table])
+        .inc_by(lane.buffer.len() as u64);
     SINK_BATCH_ROWS
         .with_label_values(&[&table])
         .observe(lane.buffer.len() as f64);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medlake_common::admin::Health;
-use medlake_common::metrics::{ERRORS, SINK_MESSAGES_CONSUMED};
+use medlake_common::metrics::ERRORS;
 use medlake_common::{Classify, Context, ErrorKind, Shutdown, kafka};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
@@ -238,12 +238,7 @@ impl Worker {
             verdict = self.partitions.check(&lane.target.topic, partition, offset);
         }
         match verdict {
-            Verdict::Accept => {
-                SINK_MESSAGES_CONSUMED
-                    .with_label_values(&[lane.target.name()])
-                    .inc();
-                lane.buffer.push(message);
-            }
+            Verdict::Accept => lane.buffer.push(message),
             Verdict::Seek(target) => {
                 let topic = lane.target.topic.clone();
                 self.seek(&topic, partition, target);
