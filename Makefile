@@ -105,3 +105,9 @@ compose: ## Build the pinned docker compose CLI plugin (~/.docker/cli-plugins).
 
 promtool: ## Build the pinned promtool (~/go/bin).
 	scripts/install-promtool.sh
+
+## ---- Demo ---------------------------------------------------------------
+
+.PHONY: demo
+demo: ## The whole pipeline locally: generate files, deliver by FTP and HTTP, print what landed.
+	scripts/demo.sh

@@ -55,6 +55,14 @@ pub enum GenError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The file ledger topic could not be read.
+    #[error("ledger topic {topic}: {reason}")]
+    Ledger {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        reason: String,
+    },
     /// A table of the lake could not be read.
     #[error("table {table}: {reason}")]
     Table {
@@ -70,7 +78,7 @@ impl Classify for GenError {
     /// are bad input or fatal for the command.
     fn kind(&self) -> ErrorKind {
         match self {
-            GenError::Table { .. } => ErrorKind::Retryable,
+            GenError::Table { .. } | GenError::Ledger { .. } => ErrorKind::Retryable,
             GenError::Options { .. } | GenError::Manifest { .. } => ErrorKind::BadInput,
             _ => ErrorKind::Fatal,
         }

@@ -26,6 +26,7 @@ pub mod facilities;
 mod fake;
 pub mod feeds;
 mod generate;
+mod ledger;
 pub mod manifest;
 pub mod plan;
 pub mod reconcile;

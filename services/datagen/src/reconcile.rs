@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
+use medlake_common::config::KafkaConfig;
 use medlake_sink::delta::builtin::{DEAD_LETTERS_TABLE, FILES_TABLE};
 use medlake_sink::delta::read;
 use serde::Serialize;
@@ -35,6 +36,30 @@ pub struct LakeSummary {
     pub first_received: Option<DateTime<Utc>>,
     /// Latest commit of any data set table or the ledger.
     pub last_commit: Option<DateTime<Utc>>,
+    /// Where the ledger was read: the topic, or the `_files` table.
+    pub ledger: String,
+    /// Rows of the `_files` table (the sink's copy of the ledger topic).
+    pub ledger_table_rows: u64,
+}
+
+/// Read the ledger from its topic rather than from `<lake>/_files`.
+#[derive(Debug, Clone)]
+pub struct LedgerTopic {
+    /// How to reach Kafka.
+    pub kafka: KafkaConfig,
+    /// The ledger topic (`<prefix>.files`).
+    pub topic: String,
+}
+
+impl LakeSummary {
+    fn observe(&mut self, file_id: String, status: String, received: Option<DateTime<Utc>>) {
+        *self.files_by_status.entry(status).or_default() += 1;
+        self.file_ids.insert(file_id);
+        self.first_received = match (self.first_received, received) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 impl LakeSummary {
@@ -44,11 +69,23 @@ impl LakeSummary {
     }
 }
 
-fn strings<'a>(batch: &'a RecordBatch, column: &str) -> Option<&'a StringArray> {
-    batch
-        .column_by_name(column)?
-        .as_any()
-        .downcast_ref::<StringArray>()
+/// A column as plain UTF-8 strings, whatever string encoding the reader chose (views,
+/// dictionaries).
+fn strings(batch: &RecordBatch, column: &str) -> Option<StringArray> {
+    let array = batch.column_by_name(column)?;
+    let utf8 = arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).ok()?;
+    utf8.as_any().downcast_ref::<StringArray>().cloned()
+}
+
+/// A timestamp column in microseconds, whatever unit or zone the reader chose.
+fn micros(batch: &RecordBatch, column: &str) -> Option<TimestampMicrosecondArray> {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let array = batch.column_by_name(column)?;
+    let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let cast = arrow::compute::cast(array, &target).ok()?;
+    cast.as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .cloned()
 }
 
 fn table_error(table: &str, e: impl std::fmt::Display) -> GenError {
@@ -76,9 +113,62 @@ async fn last_commit(lake_uri: &str, table: &str) -> Result<Option<DateTime<Utc>
     Ok(latest)
 }
 
-/// Reads the tables of `datasets` and the two built-in tables.
-pub async fn summarize(lake_uri: &str, datasets: &[String]) -> Result<LakeSummary, GenError> {
+/// Latest status per file id in `_files` batches (a redelivery adds a `duplicate`
+/// entry), with when the file was received.
+type Latest = BTreeMap<String, (Option<DateTime<Utc>>, String)>;
+
+fn latest_per_file(batches: &[RecordBatch]) -> Result<Latest, GenError> {
+    let mut latest: BTreeMap<String, (i64, Option<DateTime<Utc>>, String)> = BTreeMap::new();
+    for batch in batches {
+        let (Some(ids), Some(status)) = (strings(batch, "file_id"), strings(batch, "status"))
+        else {
+            return Err(table_error(FILES_TABLE, "no file_id or status column"));
+        };
+        let received = micros(batch, "received_at");
+        let processed = micros(batch, "processed_at");
+        for row in 0..batch.num_rows() {
+            let received = received
+                .as_ref()
+                .filter(|r| r.is_valid(row))
+                .and_then(|r| DateTime::from_timestamp_micros(r.value(row)));
+            let at = processed
+                .as_ref()
+                .filter(|p| p.is_valid(row))
+                .map_or(0, |p| p.value(row));
+            let entry =
+                latest
+                    .entry(ids.value(row).to_string())
+                    .or_insert((i64::MIN, None, String::new()));
+            if at >= entry.0 {
+                *entry = (at, received, status.value(row).to_string());
+            }
+        }
+    }
+    Ok(latest
+        .into_iter()
+        .map(|(id, (_, received, status))| (id, (received, status)))
+        .collect())
+}
+
+/// Reads the tables of `datasets` and the two built-in tables; the ledger from its
+/// topic when `ledger` is given, else from `<lake>/_files`.
+pub async fn summarize(
+    lake_uri: &str,
+    datasets: &[String],
+    ledger: Option<&LedgerTopic>,
+) -> Result<LakeSummary, GenError> {
     let mut summary = LakeSummary::default();
+    if let Some(source) = ledger {
+        let entries =
+            crate::ledger::read(&source.kafka, &source.topic, Duration::from_secs(30)).await?;
+        summary.ledger = format!("topic {}", source.topic);
+        for (id, entry) in entries {
+            let received = DateTime::parse_from_rfc3339(&entry.received_at)
+                .ok()
+                .map(|t| t.with_timezone(&Utc));
+            summary.observe(id, entry.status.as_str().to_string(), received);
+        }
+    }
     for table in datasets {
         if !exists(lake_uri, table).await {
             continue;
@@ -93,42 +183,12 @@ pub async fn summarize(lake_uri: &str, datasets: &[String]) -> Result<LakeSummar
         let batches = read::read_all(lake_uri, FILES_TABLE)
             .await
             .map_err(|e| table_error(FILES_TABLE, e))?;
-        // Latest status per file id (a redelivery adds a `duplicate` entry).
-        let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
-        for batch in &batches {
-            let (Some(ids), Some(status)) = (strings(batch, "file_id"), strings(batch, "status"))
-            else {
-                return Err(table_error(FILES_TABLE, "no file_id or status column"));
-            };
-            let time = |column: &str| {
-                batch
-                    .column_by_name(column)
-                    .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-            };
-            let received = time("received_at");
-            let processed = time("processed_at");
-            for row in 0..batch.num_rows() {
-                if let Some(r) = received.filter(|r| r.is_valid(row)) {
-                    let at = DateTime::from_timestamp_micros(r.value(row));
-                    summary.first_received = match (summary.first_received, at) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                let at = processed
-                    .filter(|p| p.is_valid(row))
-                    .map_or(0, |p| p.value(row));
-                let entry = latest
-                    .entry(ids.value(row).to_string())
-                    .or_insert((i64::MIN, String::new()));
-                if at >= entry.0 {
-                    *entry = (at, status.value(row).to_string());
-                }
+        summary.ledger_table_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if ledger.is_none() {
+            summary.ledger = format!("table {FILES_TABLE}");
+            for (id, (received, status)) in latest_per_file(&batches)? {
+                summary.observe(id, status, received);
             }
-        }
-        for (id, (_, status)) in latest {
-            *summary.files_by_status.entry(status).or_default() += 1;
-            summary.file_ids.insert(id);
         }
         summary.last_commit = summary
             .last_commit
@@ -181,7 +241,7 @@ pub fn reconcile(manifest: &Manifest, summary: &LakeSummary) -> Reconciliation {
         .filter(|f| !summary.file_ids.contains(&f.sha256))
         .map(|f| f.path.clone())
         .collect();
-    let table_mismatches = manifest
+    let mut table_mismatches: Vec<(String, u64, u64)> = manifest
         .totals
         .table_rows
         .iter()
@@ -190,6 +250,11 @@ pub fn reconcile(manifest: &Manifest, summary: &LakeSummary) -> Reconciliation {
             (actual != *expected).then(|| (table.clone(), *expected, actual))
         })
         .collect();
+    // One row per file in the sink's copy of the ledger.
+    let files = manifest.files.len() as u64;
+    if summary.ledger_table_rows != files {
+        table_mismatches.push((FILES_TABLE.to_string(), files, summary.ledger_table_rows));
+    }
     let codes: BTreeSet<&String> = manifest
         .totals
         .rejects
@@ -216,6 +281,7 @@ pub fn reconcile(manifest: &Manifest, summary: &LakeSummary) -> Reconciliation {
 /// are retried at the next poll.
 pub async fn wait_for(
     lake_uri: &str,
+    ledger: Option<&LedgerTopic>,
     manifest: &Manifest,
     timeout: Duration,
     poll: Duration,
@@ -225,7 +291,7 @@ pub async fn wait_for(
     let deadline = Instant::now() + timeout;
     let mut last_error = None;
     loop {
-        match summarize(lake_uri, &datasets).await {
+        match summarize(lake_uri, &datasets, ledger).await {
             Ok(summary) => {
                 let rec = reconcile(manifest, &summary);
                 progress(&summary, &rec);
@@ -254,7 +320,8 @@ pub fn render(summary: &LakeSummary, manifest: Option<&Manifest>) -> String {
         .collect();
     let _ = write!(
         out,
-        "files in the ledger: {files} ({})",
+        "files in the ledger ({}): {files} ({})",
+        summary.ledger,
         statuses.join(", ")
     );
     if let Some(m) = manifest {
@@ -262,6 +329,17 @@ pub fn render(summary: &LakeSummary, manifest: Option<&Manifest>) -> String {
     }
     out.push('\n');
     let _ = writeln!(out, "rows per table:");
+    let _ = write!(out, "  {FILES_TABLE:<18} {:>9}", summary.ledger_table_rows);
+    if let Some(m) = manifest {
+        let expected = m.files.len() as u64;
+        let mark = if summary.ledger_table_rows == expected {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
+        let _ = write!(out, "   expected {expected:>9} (one per file)  {mark}");
+    }
+    out.push('\n');
     let mut tables: BTreeSet<&String> = summary.tables.keys().collect();
     if let Some(m) = manifest {
         tables.extend(m.totals.table_rows.keys());
@@ -341,9 +419,13 @@ mod tests {
         let mut s = LakeSummary::default();
         let rec = reconcile(&m, &s);
         assert_eq!(rec.missing_files, vec!["files/F1/a.zip".to_string()]);
-        assert_eq!(rec.table_mismatches, vec![("patients".into(), 2, 0)]);
+        assert_eq!(
+            rec.table_mismatches,
+            vec![("patients".into(), 2, 0), (FILES_TABLE.into(), 1, 0)]
+        );
         assert_eq!(rec.dead_letter_mismatches, vec![("bad_date".into(), 1, 0)]);
         s.file_ids.insert("abc".into());
+        s.ledger_table_rows = 1;
         s.tables.insert("patients".into(), 2);
         s.dead_letters.insert("bad_date".into(), 1);
         assert!(reconcile(&m, &s).is_complete());

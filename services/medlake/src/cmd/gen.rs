@@ -70,8 +70,11 @@ pub fn run(args: &GenArgs) -> ExitCode {
         }
     };
     let t = &manifest.totals;
-    let facilities: std::collections::BTreeSet<&str> =
-        manifest.files.iter().map(|f| f.facility_id.as_str()).collect();
+    let facilities: std::collections::BTreeSet<&str> = manifest
+        .files
+        .iter()
+        .map(|f| f.facility_id.as_str())
+        .collect();
     println!(
         "wrote {} files ({:.1} MB) from {} facilities to {} in {:.1} s",
         t.files,
@@ -94,7 +97,10 @@ pub fn run(args: &GenArgs) -> ExitCode {
     println!("  manifest: {}", args.out.join("manifest.json").display());
     println!("  registry: {}", manifest.registry.display());
     if let Some(env) = &manifest.env_file {
-        println!("  secrets:  {} (source it before starting medlake)", env.display());
+        println!(
+            "  secrets:  {} (source it before starting medlake)",
+            env.display()
+        );
     }
     ExitCode::SUCCESS
 }

@@ -27,6 +27,9 @@ pub struct SummaryArgs {
     /// fail (exit 1) if it does not.
     #[arg(long, default_value_t = 0, requires = "manifest")]
     wait_s: u64,
+    /// Read the ledger from `<lake>/_files` instead of the ledger topic (no Kafka needed).
+    #[arg(long)]
+    ledger_table: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -47,11 +50,15 @@ pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> 
     let TablesCommand::Summary(args) = command;
     let lake = config.lake_uri.as_str();
     let manifest = args.manifest.as_deref().map(Manifest::load).transpose()?;
+    let ledger = (!args.ledger_table).then(|| reconcile::LedgerTopic {
+        kafka: config.kafka.clone(),
+        topic: config.topics.files(),
+    });
     let (summary, rec) = match &manifest {
         Some(m) => {
             let poll = Duration::from_secs(2);
             let timeout = Duration::from_secs(args.wait_s);
-            let (s, r) = reconcile::wait_for(lake, m, timeout, poll, |s, r| {
+            let (s, r) = reconcile::wait_for(lake, ledger.as_ref(), m, timeout, poll, |s, r| {
                 if args.wait_s > 0 && !r.is_complete() {
                     progress(s, m);
                 }
@@ -64,7 +71,7 @@ pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> 
                 .into_iter()
                 .map(|d| d.name)
                 .collect();
-            (reconcile::summarize(lake, &datasets).await?, None)
+            (reconcile::summarize(lake, &datasets, ledger.as_ref()).await?, None)
         }
     };
     if args.json {
@@ -74,14 +81,23 @@ pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> 
         print!("{}", reconcile::render(&summary, manifest.as_ref()));
     }
     if let Some(rec) = rec.filter(|r| !r.is_complete()) {
-        let missing: Vec<&str> = rec.missing_files.iter().take(5).map(String::as_str).collect();
+        let missing: Vec<&str> = rec
+            .missing_files
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
         bail!(
             "the lake does not match the manifest after {} s: {} file(s) not in the ledger {:?}{}, \
              table mismatches (table, expected, actual) {:?}, dead-letter mismatches {:?}",
             args.wait_s,
             rec.missing_files.len(),
             missing,
-            if rec.missing_files.len() > 5 { " …" } else { "" },
+            if rec.missing_files.len() > 5 {
+                " …"
+            } else {
+                ""
+            },
             rec.table_mismatches,
             rec.dead_letter_mismatches
         );
