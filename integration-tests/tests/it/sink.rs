@@ -13,7 +13,8 @@ use arrow::array::Array;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use medlake_common::config::TopicsConfig;
-use medlake_common::dead_letter::header;
+use medlake_common::dead_letter::{ErrorCode, header};
+use medlake_common::ledger::{FileStatus, LedgerEntry};
 use medlake_common::{kafka, topics};
 use medlake_integration_tests::{
     ChildGuard, eventually, kafka_config, medlake, read_topic, topics_config, unique,
@@ -484,7 +485,7 @@ async fn dead_letters_and_the_ledger_land_in_their_tables() {
     let producer = kafka::producer(&kafka_config()).unwrap();
     let headers = kafka::headers([
         (header::STAGE, b"unzip".as_slice()),
-        (header::CODE, b"password_wrong".as_slice()),
+        (header::CODE, ErrorCode::WrongPassword.as_str().as_bytes()),
         (header::MESSAGE, b"no password opens the archive".as_slice()),
         (header::ORIGIN_TOPIC, world.topics.raw_files().as_bytes()),
         (header::ORIGIN_PARTITION, b"1".as_slice()),
@@ -503,11 +504,20 @@ async fn dead_letters_and_the_ledger_land_in_their_tables() {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    let entry = json!({
-        "file_id": "abc123", "facility_id": "F1", "file_name": "labs.zip", "source": "ftp",
-        "received_at": "2024-03-01T10:00:00Z", "processed_at": "2024-03-01T10:00:01Z",
-        "status": "rejected", "records": {}, "rejects": {"password_wrong": 1}
-    });
+    let entry = LedgerEntry {
+        file_id: "abc123".into(),
+        facility_id: "F1".into(),
+        file_name: "labs.zip".into(),
+        source: "ftp".into(),
+        received_at: "2024-03-01T10:00:00Z".into(),
+        processed_at: "2024-03-01T10:00:01.000001Z".into(),
+        status: FileStatus::Rejected,
+        bytes: 2048,
+        entries: 0,
+        records: BTreeMap::new(),
+        rejects: BTreeMap::from([(ErrorCode::WrongPassword, 1)]),
+    };
+    let entry: Value = serde_json::from_slice(&entry.to_json()).unwrap();
     world
         .produce(&world.topics.files(), &[("abc123".into(), entry)])
         .await;
@@ -517,7 +527,7 @@ async fn dead_letters_and_the_ledger_land_in_their_tables() {
     assert_eq!(count(&letters), 1);
     let text = |name: &str| strings(&letters, name)[0].clone();
     assert_eq!(text("error_stage"), "unzip");
-    assert_eq!(text("error_code"), "password_wrong");
+    assert_eq!(text("error_code"), ErrorCode::WrongPassword.as_str());
     assert_eq!(text("file_id"), "abc123");
     let ledger = world.wait_rows("_files", 1).await;
     assert_eq!(count(&ledger), 1);
