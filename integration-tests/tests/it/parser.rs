@@ -27,6 +27,9 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const QUIET: Duration = Duration::from_secs(4);
 const F2_PASSWORD_ENV: &str = "IT_PARSER_F2_ZIP_PASSWORD";
 const F2_PASSWORD: &str = "s3cret-zip";
+/// Facility F3's password variable is not set for the parser at first.
+const F3_PASSWORD_ENV: &str = "IT_PARSER_F3_ZIP_PASSWORD";
+const F3_PASSWORD: &str = "late-s3cret";
 
 /// One parser test's world: unique topics, a lake, a facility registry.
 struct World {
@@ -58,7 +61,7 @@ impl World {
         std::fs::write(
             &facilities,
             format!(
-                "facilities:\n  - id: F1\n  - id: F2\n    zip_passwords: [{{ env: {F2_PASSWORD_ENV} }}]\n"
+                "facilities:\n  - id: F1\n  - id: F2\n    zip_passwords: [{{ env: {F2_PASSWORD_ENV} }}]\n  - id: F3\n    zip_passwords: [{{ env: {F3_PASSWORD_ENV} }}]\n"
             ),
         )
         .unwrap();
@@ -487,6 +490,48 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(distinct, expected, "every record once");
     assert_no_more(&topic, expected.len(), QUIET).await;
     assert_no_more(&world.topics.files(), FILES, QUIET).await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_file_is_replayed_once_its_cause_is_fixed() {
+    let world = World::new().await;
+    let bytes = testkit::zip(
+        &[("adt_late.csv", &adt_csv("R", 5))],
+        true,
+        Protection::Aes128(F3_PASSWORD),
+    );
+    let file_id = world.publish("F3", "late.zip", bytes).await;
+    let mut parser = ChildGuard::spawn(world.parser());
+    let dead = read_topic(&world.topics.dlq(), 1, TIMEOUT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], "medlake.error.code"),
+        Some("password_unavailable")
+    );
+    assert!(parser.terminate(Duration::from_secs(30)), "clean exit");
+
+    // The secret is deployed, then the dead letter replayed.
+    let mut fixed = world.parser();
+    fixed.env(F3_PASSWORD_ENV, F3_PASSWORD);
+    let _parser = ChildGuard::spawn(fixed);
+    let out = medlake(&world.topics)
+        .args(["replay", "--code", "password_unavailable"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("replayed 1 file(s)"), "{stdout}");
+
+    let records = read_topic(&world.topics.records("adt_events"), 5, TIMEOUT).await;
+    assert_eq!(records.len(), 5);
+    assert!(lineage(&records).iter().all(|(id, _, _)| *id == file_id));
+    let entries = ledger(&world.topics, 2).await;
+    let statuses: Vec<_> = entries.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [FileStatus::Rejected, FileStatus::Processed]);
 }
 
 /// Peak RSS of one parser process on a ~40 MB zip (reported, not asserted).

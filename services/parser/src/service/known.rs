@@ -18,14 +18,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use medlake_common::config::KafkaConfig;
 use medlake_common::ledger::LedgerEntry;
-use medlake_common::{Shutdown, kafka, metrics};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use medlake_common::{Shutdown, metrics};
+use rdkafka::Message;
+use rdkafka::error::KafkaError;
 use sha2::{Digest, Sha256};
 
 use super::ParserError;
+use super::topic_reader::TopicReader;
 
 /// A set of file ids, shared between the ledger reader and the worker.
 #[derive(Debug, Clone)]
@@ -112,63 +111,10 @@ pub async fn load_ledger(
     timeout: Duration,
     shutdown: Shutdown,
 ) -> Result<(), ParserError> {
-    let mut config = kafka_config.clone();
-    config
-        .options
-        .insert("enable.partition.eof".into(), "true".into());
-    let ledger_error = |source: KafkaError| ParserError::Ledger {
-        topic: topic.to_string(),
-        source,
-    };
-    // The group id is never joined or committed to: partitions are assigned.
-    let consumer: StreamConsumer<LedgerContext> =
-        kafka::consumer_with_context(&config, &format!("{group_id}-ledger"), LedgerContext)
-            .map_err(ledger_error)?;
-    let partitions = {
-        let consumer = &consumer;
-        tokio::task::block_in_place(move || {
-            consumer.fetch_metadata(Some(topic), Duration::from_secs(30))
-        })
-        .map_err(ledger_error)?
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .unwrap_or(0)
-    };
-    if partitions == 0 {
-        return Err(ParserError::MissingTopic {
-            topic: topic.to_string(),
-        });
-    }
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(ledger_error)?;
-    }
-    consumer.assign(&assignment).map_err(ledger_error)?;
-
+    let reader = TopicReader::open(kafka_config, &format!("{group_id}-ledger"), topic)?;
     let started = std::time::Instant::now();
-    let mut at_end = vec![false; partitions];
-    let read = async {
-        while at_end.iter().any(|done| !done) {
-            match consumer.recv().await {
-                Ok(message) => observe(&known, message.payload()),
-                Err(KafkaError::PartitionEOF(p)) => {
-                    if let Some(done) = at_end.get_mut(p as usize) {
-                        *done = true;
-                    }
-                }
-                Err(error) => tracing::warn!(topic, %error, "Reading the ledger failed; retrying."),
-            }
-        }
-    };
     tokio::select! {
-        () = read => {}
-        () = tokio::time::sleep(timeout) => {
-            return Err(ParserError::LedgerTimeout { topic: topic.to_string(), timeout_ms: timeout.as_millis() as u64 });
-        }
+        loaded = reader.read_to_end(timeout, |m| observe(&known, m.payload())) => loaded?,
         () = shutdown.cancelled() => return Ok(()),
     }
     tracing::info!(
@@ -178,16 +124,15 @@ pub async fn load_ledger(
         "Ledger loaded."
     );
 
-    let topic = topic.to_string();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = consumer.recv() => match received {
+                received = reader.consumer.recv() => match received {
                     Ok(message) => observe(&known, message.payload()),
                     Err(KafkaError::PartitionEOF(_)) => {}
                     Err(error) => {
-                        tracing::warn!(topic, %error, "Tailing the ledger failed; retrying.");
+                        tracing::warn!(topic = reader.topic, %error, "Tailing the ledger failed; retrying.");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
@@ -196,22 +141,6 @@ pub async fn load_ledger(
     });
     Ok(())
 }
-
-/// The ledger reader's client context: reaching the end of a partition is
-/// how it knows it has read everything, not an error worth a log line.
-struct LedgerContext;
-
-impl ClientContext for LedgerContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !end_of_partition {
-            tracing::warn!(%error, reason, "Ledger reader client error.");
-        }
-    }
-}
-
-impl ConsumerContext for LedgerContext {}
 
 fn observe(known: &KnownFiles, payload: Option<&[u8]>) {
     // Tombstones (no payload) and entries of other writers we cannot read

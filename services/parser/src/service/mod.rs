@@ -56,7 +56,9 @@ mod config;
 mod input;
 pub mod known;
 mod outbox;
+pub mod replay;
 mod sink;
+mod topic_reader;
 mod worker;
 
 use std::sync::Arc;
@@ -86,10 +88,12 @@ pub enum ParserError {
     Lake { source: Box<IngestError> },
     #[error("topic {topic} does not exist (run `medlake topics ensure`)")]
     MissingTopic { topic: String },
-    #[error("reading the ledger topic {topic} failed: {source}")]
-    Ledger { topic: String, source: KafkaError },
-    #[error("reading the ledger topic {topic} took longer than {timeout_ms} ms")]
-    LedgerTimeout { topic: String, timeout_ms: u64 },
+    #[error("reading topic {topic} failed: {source}")]
+    ReadTopic { topic: String, source: KafkaError },
+    #[error("reading topic {topic} to its end took longer than {timeout_ms} ms")]
+    ReadTimeout { topic: String, timeout_ms: u64 },
+    #[error("publishing to {topic} failed: {source}")]
+    Publish { topic: String, source: KafkaError },
     #[error("creating the transactional producer {transactional_id} failed: {source}")]
     Producer {
         transactional_id: String,
@@ -117,7 +121,8 @@ impl Classify for ParserError {
         match self {
             ParserError::Producer { source, .. }
             | ParserError::Transaction { source, .. }
-            | ParserError::Ledger { source, .. }
+            | ParserError::ReadTopic { source, .. }
+            | ParserError::Publish { source, .. }
             | ParserError::Consumer { source, .. } => match kafka_error_kind(source) {
                 // A message the broker refuses is not retried forever: the
                 // transaction is aborted and the run loop stops.
@@ -130,7 +135,7 @@ impl Classify for ParserError {
             | ParserError::Config { .. }
             | ParserError::Lake { .. }
             | ParserError::MissingTopic { .. }
-            | ParserError::LedgerTimeout { .. }
+            | ParserError::ReadTimeout { .. }
             | ParserError::Task { .. } => ErrorKind::Fatal,
         }
     }
