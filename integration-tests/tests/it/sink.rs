@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use arrow::array::Array;
@@ -106,6 +106,11 @@ impl World {
 
     /// Like [`World::sink`], with the admin server on `admin`.
     fn sink_with_admin(&self, datasets: &str, admin: SocketAddr) -> ChildGuard {
+        ChildGuard::spawn(self.sink_command(datasets, admin))
+    }
+
+    /// The `medlake sink` command line of [`World::sink_with_admin`].
+    fn sink_command(&self, datasets: &str, admin: SocketAddr) -> Command {
         let mut command = medlake(&self.topics);
         command
             .arg("sink")
@@ -123,7 +128,7 @@ impl World {
                 std::env::var("MEDLAKE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::null());
-        ChildGuard::spawn(command)
+        command
     }
 
     async fn produce(&self, topic: &str, records: &[(String, Value)]) {
@@ -537,4 +542,51 @@ async fn dead_letters_and_the_ledger_land_in_their_tables() {
         "only the listed tables"
     );
     stop(sink);
+}
+
+/// Runs `medlake sink` until it exits (at most [`TIMEOUT`]); returns whether
+/// it succeeded and what it wrote to stderr.
+fn run_to_exit(mut command: Command) -> (bool, String) {
+    command.stderr(Stdio::piped());
+    let mut child = ChildGuard::spawn(command);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
+}
+
+#[tokio::test]
+async fn fatal_errors_stop_the_sink_with_a_clear_message() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    world.produce(&topic, &events(0..5)).await;
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 5).await;
+    stop(sink);
+
+    // A definition that changes a column's type cannot follow the table.
+    let changed = EVENTS.replace(
+        "{ name: note, type: string }",
+        "{ name: note, type: int64 }",
+    );
+    std::fs::write(world.schemas.path().join("events.yaml"), changed).unwrap();
+    let (ok, stderr) = run_to_exit(world.sink_command("[events]", free_address()));
+    assert!(!ok, "exit status is a failure");
+    assert!(stderr.contains("'note'"), "names the column: {stderr}");
+    assert_exactly(&world.rows("events").await, 5);
+
+    // A table that is neither a data set nor built in.
+    let (ok, stderr) = run_to_exit(world.sink_command("[labz]", free_address()));
+    assert!(!ok, "exit status is a failure");
+    assert!(stderr.contains("'labz'"), "names the data set: {stderr}");
 }
