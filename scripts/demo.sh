@@ -236,7 +236,8 @@ The tables are Delta tables under $DEMO_LAKE, readable by Spark, Trino or any De
   $PY scripts/spark_session.py sql \\
     'SELECT error_stage, error_code, file_name FROM delta.\`$DEMO_LAKE/_dead_letters\`'
 
-Or again from medlake itself:  MEDLAKE_LAKE_URI=$DEMO_LAKE $BIN tables summary
+Or again from medlake itself (no Kafka needed):
+  MEDLAKE_LAKE_URI=$DEMO_LAKE $BIN tables summary --ledger-table
 EOF
 
 step "stop the services (SIGTERM)"

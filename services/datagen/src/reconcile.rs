@@ -150,6 +150,20 @@ fn latest_per_file(batches: &[RecordBatch]) -> Result<Latest, GenError> {
         .collect())
 }
 
+/// Files, statuses and first arrival from the ledger topic.
+async fn from_topic(summary: &mut LakeSummary, source: &LedgerTopic) -> Result<(), GenError> {
+    let entries =
+        crate::ledger::read(&source.kafka, &source.topic, Duration::from_secs(30)).await?;
+    summary.ledger = format!("topic {}", source.topic);
+    for (id, entry) in entries {
+        let received = DateTime::parse_from_rfc3339(&entry.received_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        summary.observe(id, entry.status.as_str().to_string(), received);
+    }
+    Ok(())
+}
+
 /// Reads the tables of `datasets` and the two built-in tables; the ledger from its
 /// topic when `ledger` is given, else from `<lake>/_files`.
 pub async fn summarize(
@@ -159,15 +173,7 @@ pub async fn summarize(
 ) -> Result<LakeSummary, GenError> {
     let mut summary = LakeSummary::default();
     if let Some(source) = ledger {
-        let entries =
-            crate::ledger::read(&source.kafka, &source.topic, Duration::from_secs(30)).await?;
-        summary.ledger = format!("topic {}", source.topic);
-        for (id, entry) in entries {
-            let received = DateTime::parse_from_rfc3339(&entry.received_at)
-                .ok()
-                .map(|t| t.with_timezone(&Utc));
-            summary.observe(id, entry.status.as_str().to_string(), received);
-        }
+        from_topic(&mut summary, source).await?;
     }
     for table in datasets {
         if !exists(lake_uri, table).await {
@@ -291,6 +297,26 @@ pub async fn wait_for(
     let deadline = Instant::now() + timeout;
     let mut last_error = None;
     loop {
+        // Tables are only read once the (cheap) ledger topic lists every file.
+        if let Some(source) = ledger {
+            let mut files = LakeSummary::default();
+            match from_topic(&mut files, source).await {
+                Ok(()) => {
+                    let rec = reconcile(manifest, &files);
+                    if !rec.missing_files.is_empty() && Instant::now() < deadline {
+                        progress(&files, &rec);
+                        tokio::time::sleep(poll).await;
+                        continue;
+                    }
+                }
+                Err(e) if Instant::now() < deadline => {
+                    last_error = Some(e);
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         match summarize(lake_uri, &datasets, ledger).await {
             Ok(summary) => {
                 let rec = reconcile(manifest, &summary);

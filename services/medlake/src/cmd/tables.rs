@@ -71,7 +71,10 @@ pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> 
                 .into_iter()
                 .map(|d| d.name)
                 .collect();
-            (reconcile::summarize(lake, &datasets, ledger.as_ref()).await?, None)
+            (
+                reconcile::summarize(lake, &datasets, ledger.as_ref()).await?,
+                None,
+            )
         }
     };
     if args.json {
