@@ -4,5 +4,6 @@
 mod api;
 mod ftp;
 mod kafka;
+mod parser;
 mod sink;
 mod spark;

@@ -34,6 +34,9 @@ pub struct Config {
     /// The facility registry file.
     #[serde(default = "default_facilities_file")]
     pub facilities_file: PathBuf,
+    /// `medlake parser`: raw files into records, one transaction per file.
+    #[serde(default)]
+    pub parser: medlake_parser::ParserConfig,
     /// `medlake ftp-connector`: backoff, sharding and ingest tuning (the
     /// endpoints are in the facility registry).
     #[serde(default)]
@@ -58,6 +61,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "log",
     "schemas_dir",
     "facilities_file",
+    "parser",
     "ftp_connector",
     "sink",
     "api_connector",

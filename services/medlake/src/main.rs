@@ -30,6 +30,10 @@ enum Command {
     /// Manage the Kafka topics medlake uses.
     #[command(subcommand)]
     Topics(cmd::topics::TopicsCommand),
+    /// Parse raw files into records, dead letters and ledger entries (exactly once).
+    Parser,
+    /// Re-publish dead-lettered files to their origin topic once the cause is fixed.
+    Replay(cmd::replay::ReplayArgs),
     /// Write the records topics (and the dead-letter and ledger topics) into Delta tables.
     Sink,
     /// Compact (OPTIMIZE, optional Z-order) and vacuum the tables, once or on a schedule.
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
+            Command::Parser => cmd::parser::run(&config).await,
+            Command::Replay(args) => cmd::replay::run(args, &config).await,
             Command::Sink => cmd::sink::run(&config).await,
             Command::Maintain(args) => cmd::maintain::run(args, &config).await,
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,

@@ -15,9 +15,11 @@ pub mod error;
 mod formats;
 pub mod offline;
 pub mod pipeline;
+pub mod service;
 pub mod testkit;
 pub mod text;
 
 pub use env::{EnvError, ParseEnv};
 pub use error::{ErrorCode, FileError, Reject, Stage};
 pub use pipeline::{FileInput, FileSummary, ProcessError, RecordSink, process_file};
+pub use service::{ParserConfig, ParserError, run};

@@ -7,6 +7,8 @@ pub mod ftp_connector;
 pub mod maintain;
 pub mod r#gen;
 pub mod parse;
+pub mod parser;
+pub mod replay;
 pub mod sink;
 pub mod tables;
 pub mod topics;
