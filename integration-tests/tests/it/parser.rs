@@ -493,6 +493,58 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test]
+async fn a_bad_row_and_an_unknown_entry_reject_only_themselves() {
+    let world = World::new().await;
+    let mut csv = adt_csv("B", 10);
+    csv.extend_from_slice(
+        b"ENC-B-99999,MRN9,A01,SECRET-VALUE,2024-03-01 08:00:00,W1,B1,ER,1234567890,\r\n",
+    );
+    let zip = testkit::zip(
+        &[("adt_bad_row.csv", &csv), ("notes/readme.txt", b"hello")],
+        true,
+        Protection::None,
+    );
+    let file_id = world.publish("F1", "mixed.zip", zip).await;
+    let _parser = ChildGuard::spawn(world.parser());
+
+    let records = read_topic(&world.topics.records("adt_events"), 10, TIMEOUT).await;
+    assert_eq!(records.len(), 10, "the good rows of the entry are kept");
+    let dead = read_topic(&world.topics.dlq(), 2, TIMEOUT).await;
+    assert_eq!(dead.len(), 2);
+    let row = dead
+        .iter()
+        .find(|d| header(d, "medlake.error.stage") == Some("validate"))
+        .expect("a record dead letter");
+    assert_eq!(header(row, "medlake.error.entry"), Some("adt_bad_row.csv"));
+    assert_eq!(header(row, "medlake.error.index"), Some("11"));
+    assert_eq!(header(row, "medlake.error.field"), Some("event_seq"));
+    assert_eq!(header(row, "medlake.error.code"), Some("bad_int"));
+    assert_eq!(header(row, "medlake.file_id"), Some(file_id.as_str()));
+    let summary = json(row);
+    assert_eq!(summary["index"], 11);
+    let text = format!("{summary}{:?}", header(row, "medlake.error.message"));
+    assert!(
+        !text.contains("SECRET-VALUE"),
+        "no field value in a dead letter: {text}"
+    );
+    let entry = dead
+        .iter()
+        .find(|d| header(d, "medlake.error.stage") == Some("route"))
+        .expect("an entry dead letter");
+    assert_eq!(header(entry, "medlake.error.code"), Some("no_dataset"));
+    assert_eq!(
+        header(entry, "medlake.error.entry"),
+        Some("notes/readme.txt")
+    );
+
+    let entries = ledger(&world.topics, 1).await;
+    assert_eq!(entries[0].status, FileStatus::Partial);
+    assert_eq!(entries[0].entries, 2);
+    assert_eq!(entries[0].records.get("adt_events"), Some(&10));
+    assert_eq!(entries[0].rejects_total(), 2);
+}
+
+#[tokio::test]
 async fn a_dead_lettered_file_is_replayed_once_its_cause_is_fixed() {
     let world = World::new().await;
     let bytes = testkit::zip(

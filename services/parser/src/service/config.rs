@@ -45,6 +45,12 @@ pub struct ParserConfig {
     /// its bytes.
     #[serde(default = "default_dead_letter_inline_max_bytes")]
     pub dead_letter_inline_max_bytes: usize,
+    /// A record whose JSON is larger than this is dead-lettered
+    /// (`message_too_large`) instead of sent: keep it at or below the records
+    /// topics' `max.message.bytes` (broker default 1,000,000), so one huge
+    /// record cannot fail a transaction over and over.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
     /// Most bytes of produced messages waiting in the producer's queue (the
     /// producer blocks the parse when it is full, so memory stays bounded).
     #[serde(default = "default_producer_queue_max_bytes")]
@@ -79,6 +85,9 @@ fn default_ledger_load_timeout_ms() -> u64 {
 fn default_dead_letter_inline_max_bytes() -> usize {
     16 * 1024 * 1024
 }
+fn default_max_record_bytes() -> usize {
+    1_000_000
+}
 fn default_producer_queue_max_bytes() -> u64 {
     128 * 1024 * 1024
 }
@@ -94,6 +103,7 @@ impl Default for ParserConfig {
             dedupe_window_days: default_dedupe_window_days(),
             ledger_load_timeout_ms: default_ledger_load_timeout_ms(),
             dead_letter_inline_max_bytes: default_dead_letter_inline_max_bytes(),
+            max_record_bytes: default_max_record_bytes(),
             producer_queue_max_bytes: default_producer_queue_max_bytes(),
             pii_key: None,
             limits: Limits::default(),

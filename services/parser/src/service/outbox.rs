@@ -26,6 +26,8 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
 /// The output of one input message, in its transaction.
 pub struct Outbox {
     producer: FutureProducer,
+    /// Records larger than this are refused as too large.
+    max_record_bytes: usize,
     /// First error enqueuing a message: the transaction must be aborted.
     failed: Option<KafkaError>,
     /// Messages enqueued.
@@ -39,9 +41,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(producer: FutureProducer) -> Self {
+    pub fn new(producer: FutureProducer, max_record_bytes: usize) -> Self {
         Self {
             producer,
+            max_record_bytes,
             failed: None,
             produced: 0,
             records: BTreeMap::new(),
@@ -99,6 +102,11 @@ impl Outbox {
         key: &[u8],
         json: &[u8],
     ) -> Result<(), KafkaError> {
+        if json.len() > self.max_record_bytes {
+            return Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge,
+            ));
+        }
         self.send(topic, key, json, None)?;
         if let Some(n) = self.records.get_mut(dataset) {
             *n += 1;

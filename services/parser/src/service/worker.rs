@@ -154,6 +154,7 @@ impl Worker {
             origin: origin.clone(),
             timeout: Duration::from_millis(self.config.transaction_call_timeout_ms),
             inline_max_bytes: self.config.dead_letter_inline_max_bytes,
+            max_record_bytes: self.config.max_record_bytes,
             raw: self.raw.clone(),
             runtime: Handle::current(),
             env: self.env.clone(),
@@ -239,6 +240,7 @@ struct Txn {
     origin: Origin,
     timeout: Duration,
     inline_max_bytes: usize,
+    max_record_bytes: usize,
     raw: RawZone,
     runtime: Handle,
     env: Arc<ParseEnv>,
@@ -257,7 +259,7 @@ impl Txn {
         self.producer
             .begin_transaction()
             .map_err(self.error("begin"))?;
-        Ok(Outbox::new(self.producer.clone()))
+        Ok(Outbox::new(self.producer.clone(), self.max_record_bytes))
     }
 
     fn run(
