@@ -44,17 +44,32 @@ async fn a_40_mib_message_round_trips() {
 #[tokio::test]
 async fn topics_ensure_creates_with_configs_and_is_idempotent() {
     let config = topics_config();
-    let first = medlake(&config).args(["topics", "ensure"]).output().unwrap();
+    let first = medlake(&config)
+        .args(["topics", "ensure"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(
         first.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(stdout.contains(&format!("created   {}", config.raw_files())), "{stdout}");
-    assert!(stdout.contains(&format!("created   {}", config.files())), "{stdout}");
-    assert!(stdout.contains(&format!("created   {}", config.dlq())), "{stdout}");
-    assert!(stdout.contains(&format!("created   {}.records.", config.prefix)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("created   {}", config.raw_files())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("created   {}", config.files())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("created   {}", config.dlq())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("created   {}.records.", config.prefix)),
+        "{stdout}"
+    );
 
     // Read the configs back through the admin API.
     let admin = kafka::admin(&kafka_config()).unwrap();
@@ -62,7 +77,10 @@ async fn topics_ensure_creates_with_configs_and_is_idempotent() {
     let files = config.files();
     let described = admin
         .describe_configs(
-            &[ResourceSpecifier::Topic(&raw), ResourceSpecifier::Topic(&files)],
+            &[
+                ResourceSpecifier::Topic(&raw),
+                ResourceSpecifier::Topic(&files),
+            ],
             &AdminOptions::new(),
         )
         .await
@@ -77,7 +95,9 @@ async fn topics_ensure_creates_with_configs_and_is_idempotent() {
     assert!(max >= 64 * 1024 * 1024, "max.message.bytes = {max}");
     let files_config = described[1].as_ref().unwrap();
     assert_eq!(
-        files_config.get("cleanup.policy").and_then(|e| e.value.as_deref()),
+        files_config
+            .get("cleanup.policy")
+            .and_then(|e| e.value.as_deref()),
         Some("compact")
     );
     let metadata = admin
@@ -87,12 +107,18 @@ async fn topics_ensure_creates_with_configs_and_is_idempotent() {
     assert_eq!(metadata.topics()[0].partitions().len(), 3);
 
     // The second run changes nothing.
-    let second = medlake(&config).args(["topics", "ensure"]).output().unwrap();
+    let second = medlake(&config)
+        .args(["topics", "ensure"])
+        .output()
+        .unwrap();
     assert!(second.status.success());
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(!stdout.is_empty());
     for line in stdout.lines() {
-        assert!(line.starts_with("unchanged "), "second run changed something: {line}");
+        assert!(
+            line.starts_with("unchanged "),
+            "second run changed something: {line}"
+        );
     }
 }
 
@@ -100,7 +126,9 @@ async fn topics_ensure_creates_with_configs_and_is_idempotent() {
 async fn aborted_transactions_are_invisible_to_read_committed_consumers() {
     let config = topics_config();
     let admin = kafka::admin(&kafka_config()).unwrap();
-    topics::ensure(&admin, &topics::specs(&config, [])).await.unwrap();
+    topics::ensure(&admin, &topics::specs(&config, []))
+        .await
+        .unwrap();
     let topic = config.dlq();
 
     let txn_id = unique("it-txn");
@@ -130,7 +158,9 @@ async fn aborted_transactions_are_invisible_to_read_committed_consumers() {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
 
     // Read until the committed one shows up, then make sure nothing else does.
     let seen = read_topic(&topic, 2, Duration::from_secs(15)).await;

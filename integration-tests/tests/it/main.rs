@@ -2,6 +2,7 @@
 //! real broker (see the harness in `integration-tests/src/lib.rs`).
 
 mod api;
+mod e2e;
 mod ftp;
 mod kafka;
 mod parser;
