@@ -199,8 +199,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// `info`, with the Delta and query engine libraries at `warn`: at `info`
+/// they log every table snapshot they build.
 fn default_log_level() -> String {
-    "info".to_string()
+    "info,buoyant_kernel=warn,deltalake_core=warn,deltalake=warn,datafusion=warn".to_string()
 }
 
 impl Default for LogConfig {
