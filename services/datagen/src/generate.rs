@@ -107,20 +107,71 @@ pub fn generate(opts: &GenOptions) -> Result<Manifest, GenError> {
         opts.bad,
         &mut rng,
     );
+    // Facilities are independent: their files are written on all cores, each file
+    // from its own random stream (seed, position in the plan), so the output does
+    // not depend on the number of threads.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut slots: Vec<Option<Result<FileEntry, GenError>>> = Vec::new();
+    slots.resize_with(planned.len(), || None);
+    let mut per_worker: Vec<Vec<(&mut FacilityState, Vec<usize>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (f, state) in states.iter_mut().enumerate() {
+        let indexes: Vec<usize> = (0..planned.len())
+            .filter(|i| planned[*i].facility == f)
+            .collect();
+        per_worker[f % workers].push((state, indexes));
+    }
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_worker
+            .into_iter()
+            .map(|jobs| {
+                let (planned, facilities) = (&planned, &facilities);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for (state, indexes) in jobs {
+                        for i in indexes {
+                            let p = &planned[i];
+                            let mut rng = StdRng::seed_from_u64(
+                                opts.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                            );
+                            // A file rejected whole must leave no trace in the expected tables.
+                            let whole_reject =
+                                matches!(p.bad, Some(BadKind::CorruptZip | BadKind::WrongPassword));
+                            let mut scratch;
+                            let state: &mut FacilityState = if whole_reject {
+                                scratch = state.clone();
+                                &mut scratch
+                            } else {
+                                &mut *state
+                            };
+                            let facility = &facilities[p.facility];
+                            let file = write_file(
+                                &opts.out,
+                                p,
+                                facility,
+                                state,
+                                opts.max_zip_bytes,
+                                &mut rng,
+                            );
+                            done.push((i, file));
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a generator thread panicked"))
+            .collect::<Vec<_>>()
+    });
+    for (i, file) in results {
+        slots[i] = Some(file);
+    }
     let mut totals = Totals::default();
     let mut files = Vec::with_capacity(planned.len());
-    for p in &planned {
-        let facility = &facilities[p.facility];
-        // A file rejected whole must leave no trace in the expected tables.
-        let whole_reject = matches!(p.bad, Some(BadKind::CorruptZip | BadKind::WrongPassword));
-        let mut scratch;
-        let state = if whole_reject {
-            scratch = states[p.facility].clone();
-            &mut scratch
-        } else {
-            &mut states[p.facility]
-        };
-        let file = write_file(&opts.out, p, facility, state, opts.max_zip_bytes, &mut rng)?;
+    for file in slots.into_iter().flatten() {
+        let file = file?;
         totals.add(&file);
         files.push(file);
     }
