@@ -238,6 +238,8 @@ mod tests {
     #[test]
     fn layers_defaults_file_and_env() {
         figment::Jail::expect_with(|jail| {
+            // `make test` exports KAFKA_BROKERS: start from an empty environment.
+            jail.clear_env();
             jail.create_file("m.yaml", "lake_uri: /data/lake\ntopics:\n  partitions: 3\n")?;
             let c: Sample = load(Some(Path::new("m.yaml")), KEYS).unwrap();
             assert_eq!(c.kafka.brokers, "localhost:9092");
