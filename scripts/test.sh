@@ -10,7 +10,7 @@
 # - Exports for the tests: KAFKA_BROKERS, MEDLAKE_PYTHON (the environment's
 #   python, which runs scripts/ftp_server.py and scripts/spark_session.py),
 #   MEDLAKE_SPARK_JARS_DIR.
-# Arguments replace `--workspace` in `cargo test` (e.g. `scripts/test.sh -p
+# Arguments replace `--workspace --no-fail-fast` in `cargo test` (e.g. `scripts/test.sh -p
 # medlake-integration-tests -- sink`); the binaries are built first either way.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -27,7 +27,7 @@ export MEDLAKE_PYTHON="${MEDLAKE_VENV:-$MEDLAKE_CACHE/venv}/bin/python"
 export MEDLAKE_SPARK_JARS_DIR="${MEDLAKE_SPARK_JARS_DIR:-$MEDLAKE_CACHE/spark-jars}"
 
 cd "$REPO_DIR"
-(( $# )) || set -- --workspace
+(( $# )) || set -- --workspace --no-fail-fast
 # Everything is compiled before the broker starts. The child-process tests
 # run the `medlake` binary: it is built first.
 section "cargo build --workspace --bins; cargo test --no-run $*"
