@@ -11,8 +11,8 @@
 pub mod admin;
 pub mod config;
 pub mod context;
-pub mod endpoints;
 pub mod dead_letter;
+pub mod endpoints;
 pub mod error;
 pub mod facilities;
 pub mod ingest;

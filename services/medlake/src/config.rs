@@ -44,12 +44,12 @@ pub struct Config {
     /// `medlake sink`: which tables, batching, Delta commits.
     #[serde(default)]
     pub sink: medlake_sink::SinkConfig,
-    /// `medlake api-connector`: push API and HTTP pull endpoints.
-    #[serde(default)]
-    pub api_connector: medlake_api_connector::ApiConnectorConfig,
     /// `medlake maintain`: compaction, Z-order, vacuum and their schedule.
     #[serde(default)]
     pub maintain: medlake_sink::maintain::MaintainConfig,
+    /// `medlake api-connector`: push API and HTTP pull endpoints.
+    #[serde(default)]
+    pub api_connector: medlake_api_connector::ApiConnectorConfig,
 }
 
 /// The top-level keys environment variables may set.
@@ -101,19 +101,27 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// Every example configuration in `config/` parses.
+    /// Every example in `config/` parses: facility registries as registries,
+    /// everything else as a configuration file.
     #[test]
     fn example_configs_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut seen = 0;
+        let (mut configs, mut registries) = (0, 0);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("medlake") && name.ends_with(".yaml") {
+            if !name.ends_with(".yaml") {
+                continue;
+            }
+            if name.contains("facilities") {
+                medlake_common::facilities::Registry::load(&path)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                registries += 1;
+            } else {
                 Config::load(Some(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
-                seen += 1;
+                configs += 1;
             }
         }
-        assert!(seen >= 1, "no example config found in {}", dir.display());
+        assert!(configs >= 1 && registries >= 1, "examples missing in {}", dir.display());
     }
 }

@@ -34,12 +34,10 @@ enum Command {
     Parser,
     /// Re-publish dead-lettered files to their origin topic once the cause is fixed.
     Replay(cmd::replay::ReplayArgs),
-    /// Write the records topics (and the dead-letter and ledger topics) into Delta tables.
-    Sink,
-    /// Compact (OPTIMIZE, optional Z-order) and vacuum the tables, once or on a schedule.
-    Maintain(cmd::maintain::MaintainArgs),
     /// Poll the FTP folders of the facility registry and ingest new files.
     FtpConnector,
+    /// Write the records topics (and the dead-letter and ledger topics) into Delta tables.
+    Sink,
     /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
     ApiConnector,
     /// Parse one file offline (no Kafka): records on stdout, rejects on stderr.
@@ -49,6 +47,8 @@ enum Command {
     Datasets(cmd::datasets::DatasetsCommand),
     /// Generate facility files and their manifest (test and demo data).
     Gen(cmd::r#gen::GenArgs),
+    /// Compact (OPTIMIZE, optional Z-order) and vacuum the tables, once or on a schedule.
+    Maintain(cmd::maintain::MaintainArgs),
     /// Read the lake: rows per table, ledger, dead letters; reconcile with a manifest.
     #[command(subcommand)]
     Tables(cmd::tables::TablesCommand),
@@ -71,6 +71,8 @@ fn main() -> ExitCode {
         _ => {}
     }
     medlake_common::logging::init(&config.log);
+    // `s3://` lake URIs for Delta tables (the raw zone uses object_store directly).
+    deltalake::aws::register_handlers(None);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -83,11 +85,11 @@ fn main() -> ExitCode {
             Command::Topics(command) => cmd::topics::run(command, &config).await,
             Command::Parser => cmd::parser::run(&config).await,
             Command::Replay(args) => cmd::replay::run(args, &config).await,
-            Command::Sink => cmd::sink::run(&config).await,
-            Command::Maintain(args) => cmd::maintain::run(args, &config).await,
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,
+            Command::Sink => cmd::sink::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
             Command::Tables(command) => cmd::tables::run(command, &config).await,
+            Command::Maintain(args) => cmd::maintain::run(args, &config).await,
             Command::Parse(_) | Command::Datasets(_) | Command::Gen(_) => Ok(()), // handled above
         }
     });

@@ -4,8 +4,8 @@
 pub mod api_connector;
 pub mod datasets;
 pub mod ftp_connector;
-pub mod maintain;
 pub mod r#gen;
+pub mod maintain;
 pub mod parse;
 pub mod parser;
 pub mod replay;
