@@ -115,9 +115,13 @@ mod tests {
     async fn serves_health_readiness_and_metrics() {
         let health = Health::new();
         let shutdown = Shutdown::new();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), health.clone(), shutdown.clone())
-            .await
-            .unwrap();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         health.set_ready(true);

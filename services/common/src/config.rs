@@ -44,18 +44,18 @@ pub fn load<T: DeserializeOwned>(
         figment = figment.merge(Yaml::file_exact(path));
     }
     figment = figment
+        .merge(Env::prefixed("MEDLAKE_").split("__").filter(move |key| {
+            let first = key.as_str().split('.').next().unwrap_or_default();
+            top_level_keys.iter().any(|k| k.eq_ignore_ascii_case(first))
+        }))
         .merge(
-            Env::prefixed("MEDLAKE_")
-                .split("__")
-                .filter(move |key| {
-                    let first = key.as_str().split('.').next().unwrap_or_default();
-                    top_level_keys
-                        .iter()
-                        .any(|k| k.eq_ignore_ascii_case(first))
-                }),
-        )
-        .merge(Env::raw().only(&["KAFKA_BROKERS"]).map(|_| "kafka.brokers".into()));
-    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+            Env::raw()
+                .only(&["KAFKA_BROKERS"])
+                .map(|_| "kafka.brokers".into()),
+        );
+    figment
+        .extract()
+        .map_err(|e| ConfigError::Invalid(Box::new(e)))
 }
 
 /// How to reach Kafka.

@@ -155,7 +155,9 @@ mod tests {
             .options
             .insert("security.protocol".into(), "SASL_SSL".into());
         config.options.insert("acks".into(), "all".into());
-        config.options.insert("compression.type".into(), "zstd".into());
+        config
+            .options
+            .insert("compression.type".into(), "zstd".into());
         let client = producer_config(&config);
         assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(client.get("compression.type"), Some("zstd"));

@@ -186,8 +186,15 @@ pub const SINK_BATCH_ROWS_BUCKETS: &[f64] = &[
 
 /// Buckets for batch sizes in bytes, 1 KiB to 256 MiB.
 pub const SINK_BATCH_BYTES_BUCKETS: &[f64] = &[
-    1024.0, 16_384.0, 131_072.0, 1_048_576.0, 8_388_608.0, 33_554_432.0, 67_108_864.0,
-    134_217_728.0, 268_435_456.0,
+    1024.0,
+    16_384.0,
+    131_072.0,
+    1_048_576.0,
+    8_388_608.0,
+    33_554_432.0,
+    67_108_864.0,
+    134_217_728.0,
+    268_435_456.0,
 ];
 
 /// Messages the sink finished (written as rows or as dead letters), by data

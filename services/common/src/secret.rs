@@ -140,6 +140,9 @@ mod tests {
         assert!(matches!(r.resolve(), Err(SecretError::Ambiguous)));
         let missing = SecretRef::env("MEDLAKE_TEST_SURELY_UNSET_VARIABLE");
         let err = missing.resolve().unwrap_err();
-        assert!(err.to_string().contains("MEDLAKE_TEST_SURELY_UNSET_VARIABLE"));
+        assert!(
+            err.to_string()
+                .contains("MEDLAKE_TEST_SURELY_UNSET_VARIABLE")
+        );
     }
 }

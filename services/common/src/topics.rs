@@ -204,6 +204,10 @@ mod tests {
         let raw: u64 = specs[0].configs["max.message.bytes"].parse().unwrap();
         assert!(raw >= 64 * 1024 * 1024);
         assert_eq!(specs[2].configs["cleanup.policy"], "compact");
-        assert!(names.iter().all(|n| !n.contains('_') || n.contains("adt_events")));
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains('_') || n.contains("adt_events"))
+        );
     }
 }

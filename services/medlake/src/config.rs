@@ -122,6 +122,10 @@ mod tests {
                 configs += 1;
             }
         }
-        assert!(configs >= 1 && registries >= 1, "examples missing in {}", dir.display());
+        assert!(
+            configs >= 1 && registries >= 1,
+            "examples missing in {}",
+            dir.display()
+        );
     }
 }

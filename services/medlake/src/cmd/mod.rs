@@ -22,7 +22,11 @@ use crate::config::Config;
 /// Runs a long-lived service: starts the admin server, installs the signal
 /// handlers and awaits `service` until it returns (after a shutdown signal
 /// or a fatal error).
-pub async fn run_service<F, Fut, E>(name: &'static str, config: &Config, service: F) -> anyhow::Result<()>
+pub async fn run_service<F, Fut, E>(
+    name: &'static str,
+    config: &Config,
+    service: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(Context, Shutdown) -> Fut,
     Fut: Future<Output = Result<(), E>>,
