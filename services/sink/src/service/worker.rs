@@ -24,6 +24,9 @@ use super::tables::{self, Target};
 /// How long the loop waits for a message when no batch is open.
 const IDLE_WAKEUP: Duration = Duration::from_secs(1);
 
+/// Longest pause after a consumer error (other topics keep flowing).
+const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -89,6 +92,7 @@ impl Worker {
     /// Runs until `shutdown`, then writes the open batches and returns.
     pub(crate) async fn run(mut self, shutdown: Shutdown) -> Result<(), SinkError> {
         let consumer = Arc::clone(&self.io.consumer);
+        let mut consume_failures = 0;
         let result = loop {
             let deadline = self.next_deadline();
             let received = tokio::select! {
@@ -104,17 +108,23 @@ impl Worker {
             }
             match received {
                 Some(Ok(message)) => {
+                    consume_failures = 0;
                     if let Err(error) = self.take(message, &shutdown).await {
                         break Err(error);
                     }
                 }
                 Some(Err(error)) => {
+                    // Broker away, topic missing: back off a little instead
+                    // of spinning, but keep serving the other topics.
                     let error = SinkError::kafka("consume", error);
                     if error.kind() == ErrorKind::Fatal {
                         break Err(error);
                     }
                     count_error(&error);
+                    consume_failures += 1;
                     tracing::warn!(%error, "Consumer error.");
+                    let pause = self.io.config.retry_backoff(consume_failures);
+                    tokio::time::sleep(pause.min(MAX_CONSUME_ERROR_PAUSE)).await;
                 }
                 None => {}
             }
