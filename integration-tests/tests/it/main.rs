@@ -5,6 +5,7 @@ mod api;
 mod e2e;
 mod ftp;
 mod kafka;
+mod parse_cli;
 mod parser;
 mod sink;
 mod spark;
