@@ -126,7 +126,13 @@ impl Pipeline {
                 "MEDLAKE_FACILITIES_FILE",
                 self.dir.path().join("facilities.yaml"),
             )
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            // medlake's own crates at debug, so the secrets check sees the most.
+            .env(
+                "RUST_LOG",
+                "warn,medlake=debug,medlake_common=debug,medlake_parser=debug,medlake_sink=debug,\
+                 medlake_ftp_connector=debug,medlake_api_connector=debug",
+            );
         for (name, value) in &self.secrets {
             command.env(name, value);
         }
@@ -205,6 +211,22 @@ impl Pipeline {
             }
         }
         out
+    }
+
+    /// No secret of the run (FTP password, zip passwords, API keys, the PII
+    /// key) appears in any service's log.
+    fn assert_no_secret_in_logs(&self) {
+        for service in SERVICES {
+            let path = self.dir.path().join("logs").join(format!("{service}.log"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.is_empty(), "{service} wrote no log");
+            for (name, value) in &self.secrets {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "{service}.log contains the secret {name}"
+                );
+            }
+        }
     }
 
     /// `medlake gen`: `files` files, `bad` of them bad, small archives.
@@ -646,6 +668,7 @@ async fn every_file_ends_as_rows_or_a_dead_letter() {
         manifest.totals.table_rows, manifest.totals.rejects
     );
     pipeline.stop();
+    pipeline.assert_no_secret_in_logs();
     eprintln!(
         "e2e: every_file_ends_as_rows_or_a_dead_letter took {:.1?}",
         started.elapsed()
