@@ -217,6 +217,11 @@ pub struct FtpServer {
 impl FtpServer {
     /// Starts the server and waits (up to 20 s) for its ready line.
     pub fn start(root: &std::path::Path, user: &str) -> Self {
+        Self::start_with(root, user, &[])
+    }
+
+    /// Like [`FtpServer::start`], with extra arguments for the script (FTPS).
+    pub fn start_with(root: &std::path::Path, user: &str, extra_args: &[&std::ffi::OsStr]) -> Self {
         use std::io::BufRead;
         let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
         let password = format!("ftp-pw-{}", short_id());
@@ -226,6 +231,7 @@ impl FtpServer {
             .arg(repo_root().join("scripts/ftp_server.py"))
             .args(["--port", "0", "--user", user, "--quiet", "--root"])
             .arg(root)
+            .args(extra_args)
             .env("FTP_PASSWORD", &password)
             .stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(command);

@@ -4,9 +4,8 @@
 //! real FTP client (suppaftp).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use medlake_common::config::TopicsConfig;
@@ -14,7 +13,7 @@ use medlake_common::facilities::sha256_hex;
 use medlake_common::ingest::{RawHeaders, Source};
 use medlake_common::topics;
 use medlake_integration_tests::{
-    ChildGuard, assert_no_more, eventually, kafka_config, medlake, read_topic, repo_root, short_id,
+    ChildGuard, assert_no_more, eventually, free_port, kafka_config, medlake, read_topic, short_id,
     topics_config,
 };
 use rdkafka::Message;
@@ -26,64 +25,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TIMEOUT: Duration = Duration::from_secs(60);
 const USER: &str = "medlake";
 
-/// A free TCP port on the loopback interface.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running FTP server and its root directory on disk.
+/// A running FTP server (the harness's) and its root directory on disk.
 struct FtpServer {
-    _child: ChildGuard,
+    _server: medlake_integration_tests::FtpServer,
     port: u16,
     root: PathBuf,
     password: String,
 }
 
 impl FtpServer {
-    /// Starts `scripts/ftp_server.py` (with `MEDLAKE_PYTHON`, else
-    /// `python3`) and waits for its ready line.
+    /// Starts `scripts/ftp_server.py` and waits for its ready line.
     fn start(root: &Path) -> Self {
         Self::start_with(root, &[])
     }
 
     /// Like [`FtpServer::start`], with extra arguments for the script.
     fn start_with(root: &Path, extra_args: &[&std::ffi::OsStr]) -> Self {
-        let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
-        let password = format!("ftp-pw-{}", short_id());
-        std::fs::create_dir_all(root).unwrap();
-        let mut command = Command::new(python);
-        command
-            .arg(repo_root().join("scripts/ftp_server.py"))
-            .args(["--port", "0", "--user", USER, "--quiet", "--root"])
-            .arg(root)
-            .args(extra_args)
-            .env("FTP_PASSWORD", &password)
-            .stdout(Stdio::piped());
-        let mut child = ChildGuard::spawn(command);
-        let stdout = child.0.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("FTP server ready line (is pyftpdlib installed? scripts/py-deps.sh)");
-        let port = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("port="))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in FTP server line {line:?}"));
+        let server = medlake_integration_tests::FtpServer::start_with(root, USER, extra_args);
         Self {
-            _child: child,
-            port,
+            port: server.port,
+            password: server.password.clone(),
             root: root.to_path_buf(),
-            password,
+            _server: server,
         }
     }
 
