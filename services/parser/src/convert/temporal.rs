@@ -35,15 +35,23 @@ fn epoch(value: &str, per_second: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros)
 }
 
+/// The first result of `parse` over the configured formats, or over
+/// `defaults` when none are configured. Called per value: no allocation.
+fn first_format<T>(
+    formats: &[String],
+    defaults: &[&'static str],
+    parse: impl FnMut(&str) -> Option<T>,
+) -> Option<T> {
+    if formats.is_empty() {
+        defaults.iter().copied().find_map(parse)
+    } else {
+        formats.iter().map(String::as_str).find_map(parse)
+    }
+}
+
 /// Parses a timestamp with the first format that accepts it.
 pub fn parse_timestamp(value: &str, formats: &[String], tz: Tz) -> Option<DateTime<Utc>> {
-    let defaults = DEFAULT_TIMESTAMP_FORMATS.map(str::to_string);
-    let formats = if formats.is_empty() {
-        &defaults[..]
-    } else {
-        formats
-    };
-    formats.iter().find_map(|f| match f.as_str() {
+    first_format(formats, &DEFAULT_TIMESTAMP_FORMATS, |f| match f {
         "rfc3339" => DateTime::parse_from_rfc3339(value)
             .ok()
             .map(|d| d.with_timezone(&Utc)),
@@ -63,13 +71,7 @@ pub fn parse_timestamp(value: &str, formats: &[String], tz: Tz) -> Option<DateTi
 
 /// Parses a date with the first format that accepts it.
 pub fn parse_date(value: &str, formats: &[String]) -> Option<NaiveDate> {
-    let defaults = DEFAULT_DATE_FORMATS.map(str::to_string);
-    let formats = if formats.is_empty() {
-        &defaults[..]
-    } else {
-        formats
-    };
-    formats.iter().find_map(|f| match f.as_str() {
+    first_format(formats, &DEFAULT_DATE_FORMATS, |f| match f {
         "rfc3339" => DateTime::parse_from_rfc3339(value)
             .ok()
             .map(|d| d.date_naive()),
