@@ -20,8 +20,8 @@ use medlake_common::config::TopicsConfig;
 use medlake_common::dataset::{self, Table};
 use medlake_datagen::{FileEntry, Manifest};
 use medlake_integration_tests::{
-    ChildGuard, FtpServer, brokers, free_port, medlake, repo_root, short_id, topics_config,
-    wait_ready,
+    ChildGuard, FtpServer, PrivateBroker, brokers, free_port, medlake, repo_root, short_id,
+    topics_config, wait_ready,
 };
 use medlake_sink::delta::builtin::{DEAD_LETTERS_TABLE, FILES_TABLE};
 use medlake_sink::delta::read;
@@ -47,6 +47,8 @@ struct Pipeline {
     api_port: u16,
     secrets: Vec<(String, String)>,
     services: BTreeMap<&'static str, ChildGuard>,
+    /// Admin (`/metrics`, `/readyz`) address of each running service.
+    admins: BTreeMap<&'static str, String>,
 }
 
 impl Pipeline {
@@ -100,6 +102,7 @@ impl Pipeline {
             api_port: free_port(),
             secrets,
             services: BTreeMap::new(),
+            admins: BTreeMap::new(),
         };
         let status = pipeline
             .command()
@@ -178,6 +181,33 @@ impl Pipeline {
         wait_ready(&mut child, &admin, service, READY_TIMEOUT).await;
         eprintln!("e2e: {service} ready in {:.1?}", started.elapsed());
         self.services.insert(service, child);
+        self.admins.insert(service, admin);
+    }
+
+    /// The value of every sample of `metric` on `service`'s `/metrics`,
+    /// summed over labels.
+    async fn metric_sum(&self, service: &str, metric: &str) -> f64 {
+        let url = format!("http://{}/metrics", self.admins[service]);
+        let text = reqwest::get(&url)
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGKILL of `service` (no chance to flush, commit or say goodbye),
+    /// then a fresh start of it.
+    async fn crash_and_restart(&mut self, service: &'static str) {
+        let mut child = self.services.remove(service).expect("a running service");
+        child.kill();
+        eprintln!("e2e: {service} killed");
+        self.start(service).await;
     }
 
     /// Fails the test when a service died on its own.
@@ -667,10 +697,80 @@ async fn every_file_ends_as_rows_or_a_dead_letter() {
         "e2e: tables {:?}, dead letters {:?}",
         manifest.totals.table_rows, manifest.totals.rejects
     );
+
+    // File-to-table latency: at least one observation per file with rows
+    // (a file counts once per data set and commit), none longer than the run.
+    let with_rows = manifest
+        .files
+        .iter()
+        .filter(|f| f.file_rejected.is_none() && f.records.values().any(|n| *n > 0))
+        .count();
+    let count = pipeline
+        .metric_sum("sink", "medlake_sink_file_to_table_seconds_count")
+        .await;
+    let sum = pipeline
+        .metric_sum("sink", "medlake_sink_file_to_table_seconds_sum")
+        .await;
+    assert!(
+        count >= with_rows as f64,
+        "{count} file-to-table observations for {with_rows} files with rows"
+    );
+    let mean = sum / count;
+    assert!(
+        mean > 0.0 && mean < started.elapsed().as_secs_f64(),
+        "mean file-to-table latency {mean} s"
+    );
+    eprintln!("e2e: file-to-table latency: {count} observations, mean {mean:.2} s");
     pipeline.stop();
     pipeline.assert_no_secret_in_logs();
     eprintln!(
         "e2e: every_file_ends_as_rows_or_a_dead_letter took {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// The faults a production pipeline meets, one after another while files
+/// keep arriving: each service is SIGKILLed once mid-run and started again,
+/// then the broker restarts. Afterwards the lake must hold every row exactly
+/// once (no loss, no duplicate), every file must be settled in the ledger,
+/// and every dead letter must be there. The broker is this test's own, so
+/// its restart disturbs no other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_lose_nothing_and_duplicate_nothing() {
+    let started = Instant::now();
+    let broker = PrivateBroker::start();
+    let mut pipeline = Pipeline::new(broker.brokers());
+    for service in SERVICES {
+        pipeline.start(service).await;
+    }
+    let manifest = pipeline.generate(30, 4, 11);
+    let files: Vec<&FileEntry> = manifest.files.iter().collect();
+    // Six batches; after each of the first five, one fault while the batch
+    // is still being fetched, parsed and written.
+    for (i, batch) in files.chunks(files.len().div_ceil(6)).enumerate() {
+        pipeline.deliver(batch).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        pipeline.assert_running();
+        match SERVICES.get(i) {
+            Some(service) => pipeline.crash_and_restart(service).await,
+            None if i == SERVICES.len() => {
+                let restart = Instant::now();
+                tokio::task::block_in_place(|| broker.restart(false));
+                eprintln!("e2e: broker restarted in {:.1?}", restart.elapsed());
+            }
+            None => {}
+        }
+    }
+    eprintln!("e2e: {} files delivered under faults", manifest.files.len());
+
+    pipeline
+        .wait_reconciled(&manifest, true, Duration::from_secs(300))
+        .await;
+    assert_lake_matches(&pipeline.lake(), &manifest, true).await;
+    pipeline.stop();
+    pipeline.assert_no_secret_in_logs();
+    eprintln!(
+        "e2e: faults_lose_nothing_and_duplicate_nothing took {:.1?}",
         started.elapsed()
     );
 }

@@ -257,6 +257,25 @@ pub static SINK_COMMIT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Buckets of the file-to-table latency: seconds, dense around the
+/// seconds a file should take and up to the hours a backlog can.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+    300.0, 900.0, 3600.0,
+];
+
+/// From a file's arrival at a connector (`medlake.received_at`) to the
+/// Delta commit holding its rows, by data set: observed once per file and
+/// commit, so a file whose rows span two commits counts twice.
+pub static SINK_FILE_TO_TABLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "medlake_sink_file_to_table_seconds",
+        "Seconds from a file's arrival at a connector to the Delta commit of its rows, by data set.",
+        &["dataset"],
+        LATENCY_BUCKETS,
+    )
+});
+
 /// Commit attempts lost to a concurrent writer, by data set.
 pub static SINK_COMMIT_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

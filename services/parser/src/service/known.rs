@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::ParserError;
 use super::topic_reader::TopicReader;
+use super::worker::MAX_CONSUME_ERROR_PAUSE;
 
 /// A set of file ids, shared between the ledger reader and the worker.
 #[derive(Debug, Clone)]
@@ -133,7 +134,7 @@ pub async fn load_ledger(
                     Err(KafkaError::PartitionEOF(_)) => {}
                     Err(error) => {
                         tracing::warn!(topic = reader.topic, %error, "Tailing the ledger failed; retrying.");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(MAX_CONSUME_ERROR_PAUSE / 4).await;
                     }
                 },
             }

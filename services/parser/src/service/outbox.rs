@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use medlake_common::dead_letter::{DeadLetter, ErrorCode, Stage};
+use medlake_common::ingest::header::RECEIVED_AT;
 use medlake_common::ledger::LedgerEntry;
 use medlake_common::metrics;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Label of metrics for files and entries not routed to a data set.
@@ -30,6 +31,9 @@ pub struct Outbox {
     max_record_bytes: usize,
     /// First error enqueuing a message: the transaction must be aborted.
     failed: Option<KafkaError>,
+    /// Headers every record carries (the file's `medlake.received_at`, for
+    /// the sink's file-to-table latency).
+    record_headers: Option<OwnedHeaders>,
     /// Messages enqueued.
     pub produced: u64,
     /// Records produced, by data set.
@@ -46,11 +50,20 @@ impl Outbox {
             producer,
             max_record_bytes,
             failed: None,
+            record_headers: None,
             produced: 0,
             records: BTreeMap::new(),
             rejects: BTreeMap::new(),
             reject_labels: BTreeMap::new(),
         }
+    }
+
+    /// Stamps every record that follows with the file's arrival time.
+    pub fn stamp_records(&mut self, received_at: &str) {
+        self.record_headers = Some(OwnedHeaders::new().insert(Header {
+            key: RECEIVED_AT,
+            value: Some(received_at),
+        }));
     }
 
     /// Enqueues one message, waiting while the producer's queue is full. A
@@ -107,7 +120,8 @@ impl Outbox {
                 RDKafkaErrorCode::MessageSizeTooLarge,
             ));
         }
-        self.send(topic, key, json, None)?;
+        let headers = self.record_headers.clone();
+        self.send(topic, key, json, headers)?;
         if let Some(n) = self.records.get_mut(dataset) {
             *n += 1;
         } else {

@@ -60,6 +60,11 @@ pub fn parse(
     template: &DeadLetter,
     outbox: &mut Outbox,
 ) -> Result<Summary, Failure> {
+    outbox.stamp_records(
+        &headers
+            .received_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
     let input = FileInput {
         file_id: &headers.file_id,
         facility_id: &headers.facility_id,

@@ -37,6 +37,12 @@ pub struct Worker {
     pub env: Arc<ParseEnv>,
 }
 
+/// The longest pause after a consumer error. Such errors (broker away,
+/// coordinator moving) are reports of librdkafka, which reconnects on its
+/// own; several of them queue up while the broker is away, and a long pause
+/// for each would leave the parser idle for minutes after the broker is back.
+pub(super) const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
 /// Exponential backoff between retries of a failing message.
 struct Backoff {
     initial: Duration,
@@ -77,13 +83,20 @@ impl Worker {
             self.config.retry_initial_backoff_ms,
             self.config.retry_max_backoff_ms,
         );
+        let mut consume_backoff = Backoff::new(
+            self.config.retry_initial_backoff_ms,
+            MAX_CONSUME_ERROR_PAUSE.as_millis() as u64,
+        );
         loop {
             let received = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 received = self.consumer.recv() => received,
             };
             let (message, inline) = match received {
-                Ok(message) => detach(&message),
+                Ok(message) => {
+                    consume_backoff.reset();
+                    detach(&message)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Consuming raw files failed; retrying.");
                     metrics::ERRORS
@@ -91,7 +104,7 @@ impl Worker {
                         .inc();
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff.next_wait()) => continue,
+                        () = tokio::time::sleep(consume_backoff.next_wait()) => continue,
                     }
                 }
             };

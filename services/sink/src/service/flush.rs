@@ -1,19 +1,23 @@
 //! Writing one topic's batch: rows, dead letters, the Delta commit, then
 //! Kafka offsets and metrics.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use medlake_common::ingest::header::RECEIVED_AT;
 use medlake_common::metrics::{
     SINK_BATCH_BYTES, SINK_BATCH_ROWS, SINK_COMMIT_CONFLICTS, SINK_COMMIT_SECONDS,
-    SINK_CONSUMER_LAG, SINK_MERGE_ROWS, SINK_MESSAGES, SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
+    SINK_CONSUMER_LAG, SINK_FILE_TO_TABLE_SECONDS, SINK_MERGE_ROWS, SINK_MESSAGES,
+    SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
 };
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::batch::Buffer;
+use super::batch::{Buffer, Buffered};
 use super::config::SinkConfig;
 use super::dead_letters;
 use super::error::SinkError;
@@ -218,6 +222,37 @@ async fn after_commit(lane: &Lane, io: &Io, outcome: &CommitOutcome) {
     SINK_TABLE_FILES
         .with_label_values(&[table])
         .set(lane.target.writer.live_files() as i64);
+    observe_file_to_table(table, lane.buffer.messages());
+}
+
+/// Observes, once per file with records in the committed batch, the seconds
+/// since the file arrived (the `medlake.received_at` header the parser puts
+/// on each record). Messages without it (ledger entries, dead letters,
+/// records of older parsers) are not counted.
+fn observe_file_to_table(table: &str, messages: &[Buffered]) {
+    let now = chrono::Utc::now();
+    let histogram = SINK_FILE_TO_TABLE_SECONDS.with_label_values(&[table]);
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    for buffered in messages {
+        let Some(received_at) = buffered.message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == RECEIVED_AT)
+                .and_then(|h| h.value)
+        }) else {
+            continue;
+        };
+        if !seen.insert(received_at) {
+            continue;
+        }
+        let parsed = std::str::from_utf8(received_at)
+            .ok()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if let Some(at) = parsed {
+            let seconds = (now - at.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1e3;
+            histogram.observe(seconds.max(0.0));
+        }
+    }
 }
 
 /// Commits the batch's offsets to Kafka, after Delta: for monitoring and
