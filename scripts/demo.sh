@@ -100,17 +100,8 @@ BIN="$CARGO_TARGET_DIR/debug/medlake"
 PY="$("$SCRIPTS_DIR/py-deps.sh")"
 
 step "Kafka broker"
-if [[ -n "${KAFKA_BROKERS:-}" ]]; then
-    log "using KAFKA_BROKERS=$KAFKA_BROKERS"
-elif kafka_running_pid >/dev/null; then
-    export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
-    log "using the running local broker $KAFKA_BROKERS (left running)"
-else
-    "$SCRIPTS_DIR/kafka-up.sh"
-    export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
-    broker_started=1
-    log "started the local broker; it stops at the end"
-fi
+kafka_use_or_start
+broker_started=$KAFKA_STARTED_HERE
 
 for port in "$FTP_PORT" "${API_ADDR##*:}" 19401 19402 19403 19404; do
     if port_open 127.0.0.1 "$port"; then

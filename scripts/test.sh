@@ -35,18 +35,11 @@ section "cargo build --workspace --bins; cargo test --no-run $*"
 "$CARGO" test --no-run "$@"
 
 section "Kafka broker"
-if [[ -n "${KAFKA_BROKERS:-}" ]]; then
-    log "using KAFKA_BROKERS=$KAFKA_BROKERS"
-elif kafka_running_pid >/dev/null; then
-    export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
-    log "using the running local broker $KAFKA_BROKERS (left running)"
-else
-    "$SCRIPTS_DIR/kafka-up.sh"
-    export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
+kafka_use_or_start
+if (( KAFKA_STARTED_HERE )); then
     trap '"$SCRIPTS_DIR/kafka-down.sh" || true' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    log "started the local broker for this run; it stops at the end"
 fi
 
 section "cargo test $*"

@@ -50,3 +50,22 @@ kafka_running_pid() {
     fi
     return 1
 }
+
+# kafka_use_or_start: exports KAFKA_BROKERS for what follows: the broker it
+# already names, else the running local broker, else a local broker started
+# now. Sets KAFKA_STARTED_HERE=1 in the last case (the caller stops it at
+# the end with scripts/kafka-down.sh), 0 otherwise.
+kafka_use_or_start() {
+    KAFKA_STARTED_HERE=0
+    if [[ -n "${KAFKA_BROKERS:-}" ]]; then
+        log "using KAFKA_BROKERS=$KAFKA_BROKERS"
+    elif kafka_running_pid >/dev/null; then
+        export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
+        log "using the running local broker $KAFKA_BROKERS (left running)"
+    else
+        "$SCRIPTS_DIR/kafka-up.sh"
+        export KAFKA_BROKERS="$KAFKA_HOST:$KAFKA_PORT"
+        KAFKA_STARTED_HERE=1
+        log "started the local broker $KAFKA_BROKERS; it stops at the end"
+    fi
+}
