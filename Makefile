@@ -108,6 +108,9 @@ promtool: ## Build the pinned promtool (~/go/bin).
 
 ## ---- Demo ---------------------------------------------------------------
 
-.PHONY: demo
+.PHONY: demo bench
 demo: ## The whole pipeline locally: generate files, deliver by FTP and HTTP, print what landed.
 	scripts/demo.sh
+
+bench: ## Release benchmark: throughput, latency, RSS, MERGE; writes bench/results/<date>-<commit>.json.
+	scripts/bench.sh $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p medlake-sink --example merge_bench -- build /tmp/bench-lake
 //! /usr/bin/time -v target/release/examples/merge_bench merge /tmp/bench-lake
+//! target/release/examples/merge_bench merge /tmp/bench-lake 10   # 10 batches, JSON summary
 //! ```
 //!
 //! `build` creates the table (10 appends of 100,000 rows, then OPTIMIZE into
@@ -99,11 +100,25 @@ fn batch(ids: &[i64], seq: i64, first_offset: i64) -> SinkBatch {
     SinkBatch::new("bench", rows(ids, seq), origins)
 }
 
+/// The offset after the last one the table has committed.
+async fn next_offset(writer: &mut TableWriter) -> Result<i64, Box<dyn std::error::Error>> {
+    let committed = writer.committed_offsets("bench", &[0]).await?;
+    Ok(committed.get(&0).copied().unwrap_or(-1) + 1)
+}
+
+/// This process's peak resident set (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(lake)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: merge_bench build|merge LAKE_DIR");
+        eprintln!("usage: merge_bench build LAKE_DIR | merge LAKE_DIR [BATCHES]");
         std::process::exit(2);
     };
     let options = WriterOptions::new("bench");
@@ -125,26 +140,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         "merge" => {
-            let next = writer
-                .committed_offsets("bench", &[0])
-                .await?
-                .get(&0)
-                .copied()
-                .unwrap_or(-1)
-                + 1;
-            // Updates spread over the whole key range, plus new keys.
-            let step = TABLE_ROWS / (MERGE_ROWS / 2);
-            let mut ids: Vec<i64> = (0..MERGE_ROWS / 2).map(|i| i * step + 7).collect();
-            ids.extend((0..MERGE_ROWS / 2).map(|i| TABLE_ROWS + next + i));
+            // `merge LAKE [BATCHES]`: batches one after another, as a sink
+            // under load writes them; the last line is JSON for `make bench`.
+            let batches: i64 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let first = next_offset(&mut writer).await?;
+            // The build consumed offsets 0..TABLE_ROWS; every merge batch since
+            // added MERGE_ROWS / 2 new keys.
+            let table_rows_before = TABLE_ROWS + (first - TABLE_ROWS) / 2;
             let started = Instant::now();
-            let outcome = writer.write(batch(&ids, 2 + next, next)).await?;
+            let (mut events, mut inserted, mut updated) = (0, 0, 0);
+            for _ in 0..batches {
+                let next = next_offset(&mut writer).await?;
+                // Updates spread over the whole key range, plus new keys.
+                let step = TABLE_ROWS / (MERGE_ROWS / 2);
+                let mut ids: Vec<i64> = (0..MERGE_ROWS / 2)
+                    .map(|i| i * step + next % step)
+                    .collect();
+                ids.extend((0..MERGE_ROWS / 2).map(|i| TABLE_ROWS + next + i));
+                let batch_started = Instant::now();
+                let outcome = writer.write(batch(&ids, 2 + next, next)).await?;
+                eprintln!(
+                    "merged {} events in {:.2}s: {} inserted, {} updated, version {}",
+                    outcome.rows_written,
+                    batch_started.elapsed().as_secs_f64(),
+                    outcome.merge.inserted,
+                    outcome.merge.updated,
+                    outcome.version
+                );
+                events += outcome.rows_written;
+                inserted += outcome.merge.inserted;
+                updated += outcome.merge.updated;
+            }
+            let seconds = started.elapsed().as_secs_f64();
             println!(
-                "merged {} events in {:.2}s: {} inserted, {} updated, version {}",
-                outcome.rows_written,
-                started.elapsed().as_secs_f64(),
-                outcome.merge.inserted,
-                outcome.merge.updated,
-                outcome.version
+                "{}",
+                serde_json::json!({
+                    "table_rows_before": table_rows_before,
+                    "batches": batches,
+                    "events_per_batch": MERGE_ROWS,
+                    "events": events,
+                    "inserted": inserted,
+                    "updated": updated,
+                    "seconds": (seconds * 1000.0).round() / 1000.0,
+                    "upserts_per_s": (events as f64 / seconds).round(),
+                    "peak_rss_mib": peak_rss_mib(),
+                })
             );
         }
         other => {

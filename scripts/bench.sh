@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make bench`: builds the release `medlake` binary and the MERGE benchmark,
+# uses (or starts) the local broker, and runs scripts/bench.py, which writes
+# bench/results/<date>-<commit>.json. See BENCHMARKS.md for the method.
+#
+# Arguments go to scripts/bench.py (e.g. `--files 300 --fixed-seconds 60`,
+# `--phases merge`, `--profile` for perf profiles of the parser and sink).
+# Settings: CARGO_TARGET_DIR, KAFKA_BROKERS (else the local broker, started
+# and stopped again when it was not running).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$SCRIPTS_DIR/lib/kafka.sh"
+cd "$REPO_DIR"
+
+CARGO="${CARGO:-cargo}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEDLAKE_CACHE/target}"
+
+log "cargo build --release (medlake, merge_bench)"
+"$CARGO" build --release -p medlake --bin medlake
+"$CARGO" build --release -p medlake-sink --example merge_bench
+PY="$("$SCRIPTS_DIR/py-deps.sh")"
+
+kafka_use_or_start
+if (( KAFKA_STARTED_HERE )); then
+    trap '"$SCRIPTS_DIR/kafka-down.sh" || true' EXIT
+fi
+
+for port in 2199 18481 19411 19412 19413 19414; do
+    if port_open 127.0.0.1 "$port"; then
+        die "port $port is in use (a demo or another bench running?): see ss -ltnp 'sport = :$port'"
+    fi
+done
+
+python3 "$SCRIPTS_DIR/bench.py" \
+    --binary "$CARGO_TARGET_DIR/release/medlake" \
+    --merge-bench "$CARGO_TARGET_DIR/release/examples/merge_bench" \
+    --python "$PY" "$@"
