@@ -72,10 +72,18 @@ pub fn transactional_producer(
     config: &KafkaConfig,
     transactional_id: &str,
 ) -> Result<FutureProducer, KafkaError> {
-    let producer: FutureProducer = producer_config(config)
+    let mut client = producer_config(config);
+    client
         .set("transactional.id", transactional_id)
-        .set("transaction.timeout.ms", "120000")
-        .create()?;
+        .set("transaction.timeout.ms", "120000");
+    // One transaction follows another at once: the coordinator answers the
+    // next AddPartitions/AddOffsets with CONCURRENT_TRANSACTIONS while it
+    // still writes the previous commit's markers, and librdkafka retries
+    // after retry.backoff.ms (100 ms by default, a floor under every file).
+    if !config.options.contains_key("retry.backoff.ms") {
+        client.set("retry.backoff.ms", "10");
+    }
+    let producer: FutureProducer = client.create()?;
     producer.init_transactions(INIT_TRANSACTIONS_TIMEOUT)?;
     Ok(producer)
 }

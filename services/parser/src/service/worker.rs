@@ -43,6 +43,9 @@ pub struct Worker {
 /// for each would leave the parser idle for minutes after the broker is back.
 pub(super) const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// How often [`Txn::await_deliveries`] looks at the producer's queue.
+const DELIVERY_POLL: Duration = Duration::from_millis(1);
+
 /// Exponential backoff between retries of a failing message.
 struct Backoff {
     initial: Duration,
@@ -72,6 +75,8 @@ impl Backoff {
 /// What one committed transaction did, for logs and metrics.
 struct Committed {
     entry: LedgerEntry,
+    /// Time spent in `send_offsets_to_transaction` and `commit_transaction`.
+    commit: Duration,
     outbox: Outbox,
     entries_by_dataset: Vec<(String, u64)>,
 }
@@ -186,6 +191,7 @@ impl Worker {
 
         let Committed {
             entry,
+            commit,
             outbox,
             entries_by_dataset,
         } = done;
@@ -216,6 +222,7 @@ impl Worker {
             partition = origin.partition,
             offset = origin.offset,
             elapsed_ms = started.elapsed().as_millis() as u64,
+            commit_ms = commit.as_millis() as u64,
             "File done."
         );
         Ok(())
@@ -346,6 +353,7 @@ impl Txn {
             return Err(self.error("produce")(error));
         }
 
+        let commit_started = Instant::now();
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(
@@ -357,14 +365,28 @@ impl Txn {
         self.producer
             .send_offsets_to_transaction(&offsets, group, self.timeout)
             .map_err(self.error("send_offsets"))?;
+        self.await_deliveries();
         self.producer
             .commit_transaction(self.timeout)
             .map_err(self.error("commit"))?;
         Ok(Committed {
             entry,
+            commit: commit_started.elapsed(),
             outbox,
             entries_by_dataset,
         })
+    }
+
+    /// Waits, polling every millisecond, until the broker acknowledged every
+    /// message of the transaction. rdkafka's `commit_transaction` flushes
+    /// first and, with anything still in flight, waits in steps of 100 ms,
+    /// which would put a 100 ms floor under every file. Gives up quietly at
+    /// the transaction timeout: the commit's own flush then takes over.
+    fn await_deliveries(&self) {
+        let deadline = Instant::now() + self.timeout;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(DELIVERY_POLL);
+        }
     }
 
     /// A whole file to the DLQ: its bytes, or a raw-zone reference when it is
