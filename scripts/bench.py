@@ -228,7 +228,7 @@ class Bench:
         env.update(self.secrets)
         run = f"{phase}-{int(time.time())}"
         env.update(
-            MEDLAKE_CONFIG=str(REPO / "config" / "bench.yaml"),
+            MEDLAKE_CONFIG=str(pathlib.Path(self.args.config).resolve()),
             MEDLAKE_LAKE_URI=str(self.phase_dir / "lake"),
             MEDLAKE_SCHEMAS_DIR=str(REPO / "schemas"),
             MEDLAKE_FACILITIES_FILE=str(REPO / "config" / "demo-facilities.yaml"),
@@ -443,7 +443,7 @@ class Bench:
             self.stop_profiles(profile)
             figures = stage_figures(elapsed, totals, None)
             figures["delivery_s"] = round(delivered, 2)
-            figures["latency_s"] = rounded(histogram_quantiles(services["sink"].metrics(), "medlake_sink_file_to_table_seconds"))
+            figures.update(latencies(services["sink"]))
             figures["services"] = {n: s.usage(totals["records"]) for n, s in services.items()}
             figures["rows"] = self.reconcile(env, manifest)
             log(f"end to end: {figures['records_per_s']} records/s, latency {figures['latency_s']}")
@@ -484,7 +484,7 @@ class Bench:
                 "files": totals["files"],
                 "records": totals["records"],
                 "max_send_delay_s": round(lag, 3),
-                "latency_s": rounded(histogram_quantiles(services["sink"].metrics(), "medlake_sink_file_to_table_seconds")),
+                **latencies(services["sink"]),
                 "services": {n: s.usage(totals["records"]) for n, s in services.items()},
             }
             figures["rows"] = self.reconcile(env, manifest)
@@ -562,6 +562,15 @@ def stage_figures(seconds: float, totals: dict, service: Service | None) -> dict
     return figures
 
 
+def latencies(sink: Service) -> dict:
+    """File-to-table latency, and the Delta commits behind it."""
+    m = sink.metrics()
+    return {
+        "latency_s": rounded(histogram_quantiles(m, "medlake_sink_file_to_table_seconds")),
+        "sink_commit_s": rounded(histogram_quantiles(m, "medlake_sink_commit_duration_seconds")),
+    }
+
+
 def rounded(values: dict) -> dict:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in values.items()}
 
@@ -601,6 +610,8 @@ def main() -> int:
     parser.add_argument("--binary", required=True, help="the release medlake binary")
     parser.add_argument("--merge-bench", required=True, help="the release merge_bench example")
     parser.add_argument("--python", required=True, help="python with pyftpdlib (FTP server)")
+    parser.add_argument("--config", default=str(REPO / "config" / "bench.yaml"),
+                        help="medlake configuration of the services (the file's settings are what is measured)")
     parser.add_argument("--work", default=str(REPO / ".bench"), help="scratch folder (replaced)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--files", type=int, default=60,
@@ -626,7 +637,7 @@ def main() -> int:
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "machine": machine(),
         "build": "release",
-        "config": "config/bench.yaml",
+        "config": os.path.relpath(args.config, REPO),
         "kafka_brokers": os.environ.get("KAFKA_BROKERS", ""),
     }
     started = time.monotonic()
