@@ -11,7 +11,7 @@ use medlake_common::dataset::{Field, FieldType, Pii};
 use regex::Regex;
 use sha2::Sha256;
 
-pub use temporal::{format_timestamp, parse_date, parse_timestamp};
+pub use temporal::{format_date, format_timestamp, parse_date, parse_timestamp};
 
 use crate::error::ErrorCode;
 
@@ -166,7 +166,7 @@ fn convert_type(kind: FieldType, text: &str, f: &Field, tz: Tz) -> Result<Value,
             ),
         },
         FieldType::Date => match parse_date(text, &f.formats) {
-            Some(d) => Ok(Value::Text(d.format("%Y-%m-%d").to_string())),
+            Some(d) => Ok(Value::Text(format_date(&d))),
             None => bad(ErrorCode::BadDate, "a date in any of the field's formats"),
         },
         FieldType::Timestamp => match parse_timestamp(text, &f.formats, tz) {

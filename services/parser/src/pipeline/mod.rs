@@ -165,6 +165,7 @@ fn process_entry<S: RecordSink>(
         input,
         prepared,
         entry,
+        ingested_at: format_timestamp(&input.ingested_at),
     };
     // Pass 1: check only.
     let mut codes: BTreeMap<ErrorCode, u64> = BTreeMap::new();
@@ -222,6 +223,8 @@ struct EntryContext<'a> {
     input: &'a FileInput<'a>,
     prepared: &'a Prepared,
     entry: &'a str,
+    /// `input.ingested_at` as written into every record, formatted once.
+    ingested_at: String,
 }
 
 impl EntryContext<'_> {
@@ -347,7 +350,7 @@ impl EntryContext<'_> {
         let _ = write!(
             out,
             "\"_record_index\":{index},\"_ingested_at\":\"{}\"",
-            format_timestamp(&input.ingested_at)
+            self.ingested_at
         );
         if self.prepared.dataset.table.is_merge() {
             let op = if is_delete { "delete" } else { "upsert" };
