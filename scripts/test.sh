@@ -10,6 +10,7 @@
 # - Exports for the tests: KAFKA_BROKERS, MEDLAKE_PYTHON (the environment's
 #   python, which runs scripts/ftp_server.py and scripts/spark_session.py),
 #   MEDLAKE_SPARK_JARS_DIR.
+# - scripts/test_bench.py (the benchmark's metric arithmetic) runs first.
 # Arguments replace `--workspace --no-fail-fast` in `cargo test` (e.g. `scripts/test.sh -p
 # medlake-integration-tests -- sink`); the binaries are built first either way.
 set -euo pipefail
@@ -27,6 +28,9 @@ export MEDLAKE_PYTHON="${MEDLAKE_VENV:-$MEDLAKE_CACHE/venv}/bin/python"
 export MEDLAKE_SPARK_JARS_DIR="${MEDLAKE_SPARK_JARS_DIR:-$MEDLAKE_CACHE/spark-jars}"
 
 cd "$REPO_DIR"
+section "scripts' own tests (the benchmark's arithmetic)"
+"$MEDLAKE_PYTHON" -m unittest scripts/test_bench.py
+
 (( $# )) || set -- --workspace --no-fail-fast
 # Everything is compiled before the broker starts. The child-process tests
 # run the `medlake` binary: it is built first.
