@@ -12,6 +12,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$SCRIPTS_DIR/lib/kafka.sh"
 cd "$REPO_DIR"
 
+for arg in "$@"; do
+    [[ "$arg" == -h || "$arg" == --help ]] && exec python3 "$SCRIPTS_DIR/bench.py" --help
+done
+
 CARGO="${CARGO:-cargo}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEDLAKE_CACHE/target}"
 
