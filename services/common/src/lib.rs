@@ -9,6 +9,7 @@
 //! as production does.
 
 pub mod admin;
+pub mod backoff;
 pub mod config;
 pub mod context;
 pub mod dead_letter;

@@ -11,10 +11,10 @@ use medlake_common::endpoints::ftp::{After, FtpEndpoint};
 use medlake_common::ingest::{Ingestor, RawFile};
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 
-use crate::backoff::Backoff;
 use crate::error::PollError;
 use crate::session::Session;
 use crate::stability::{RemoteFile, StabilityTracker};
+use medlake_common::backoff::Backoff;
 
 /// One endpoint, with the facility it belongs to.
 pub struct Worker {

@@ -25,7 +25,6 @@
 //! - replicas split the endpoints by a hash of their id (`shard_count`,
 //!   `shard_index`), so each endpoint has exactly one poller.
 
-mod backoff;
 mod config;
 mod endpoint;
 mod error;
@@ -64,7 +63,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     for (facility_id, endpoint) in endpoints {
         let id = endpoint.id.clone();
-        let backoff = backoff::Backoff::new(
+        let backoff = medlake_common::backoff::Backoff::new(
             Duration::from_millis(config.backoff_initial_ms),
             Duration::from_millis(config.backoff_max_ms),
         );

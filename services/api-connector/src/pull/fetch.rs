@@ -11,8 +11,8 @@ use medlake_common::{Shutdown, metrics};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::redirect;
 
-use super::backoff::Backoff;
 use crate::config::PullConfig;
+use medlake_common::backoff::Backoff;
 
 /// A GET failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +74,10 @@ impl Fetcher {
             .build()?;
         Ok(Self {
             client,
-            backoff: Backoff {
-                initial: Duration::from_millis(config.backoff_initial_ms),
-                max: Duration::from_millis(config.backoff_max_ms),
-            },
+            backoff: Backoff::new(
+                Duration::from_millis(config.backoff_initial_ms),
+                Duration::from_millis(config.backoff_max_ms),
+            ),
             max_attempts: config.max_attempts.max(1),
             max_bytes: config.max_file_bytes,
         })
@@ -103,7 +103,7 @@ impl Fetcher {
                     metrics::API_PULL_RETRIES
                         .with_label_values(&[endpoint])
                         .inc();
-                    let delay = self.backoff.delay(attempt);
+                    let delay = self.backoff.full_jitter(attempt);
                     tracing::debug!(
                         endpoint,
                         attempt,

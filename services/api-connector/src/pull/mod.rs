@@ -17,7 +17,6 @@
 //! `medlake_connector_poll_errors_total{stage="contract"}`), until the
 //! source is fixed.
 
-mod backoff;
 pub mod cursor;
 mod fetch;
 pub mod page;
@@ -33,9 +32,9 @@ use medlake_common::secret::SecretError;
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 use reqwest::header::{HeaderName, HeaderValue};
 
-pub use backoff::Backoff;
 use cursor::{CursorError, CursorStore};
 pub use fetch::{FetchError, Fetcher};
+pub use medlake_common::backoff::Backoff;
 use page::{Content, Page, PageError};
 
 use crate::recent::RecentFiles;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use medlake_common::backoff::Backoff;
 use medlake_common::config::TopicsConfig;
 use medlake_common::dead_letter::{DeadLetter, ErrorCode, Origin};
 use medlake_common::ingest::RawZone;
@@ -46,32 +47,6 @@ pub(super) const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How often [`Txn::await_deliveries`] looks at the producer's queue.
 const DELIVERY_POLL: Duration = Duration::from_millis(1);
 
-/// Exponential backoff between retries of a failing message.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial_ms: u64, max_ms: u64) -> Self {
-        let initial = Duration::from_millis(initial_ms.max(1));
-        Self {
-            initial,
-            max: Duration::from_millis(max_ms).max(initial),
-            next: initial,
-        }
-    }
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-    fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-}
-
 /// What one committed transaction did, for logs and metrics.
 struct Committed {
     entry: LedgerEntry,
@@ -84,14 +59,12 @@ struct Committed {
 impl Worker {
     /// Consumes until `shutdown` or a fatal error.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ParserError> {
+        let initial = Duration::from_millis(self.config.retry_initial_backoff_ms.max(1));
         let mut backoff = Backoff::new(
-            self.config.retry_initial_backoff_ms,
-            self.config.retry_max_backoff_ms,
+            initial,
+            Duration::from_millis(self.config.retry_max_backoff_ms),
         );
-        let mut consume_backoff = Backoff::new(
-            self.config.retry_initial_backoff_ms,
-            MAX_CONSUME_ERROR_PAUSE.as_millis() as u64,
-        );
+        let mut consume_backoff = Backoff::new(initial, MAX_CONSUME_ERROR_PAUSE);
         loop {
             let received = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -109,7 +82,7 @@ impl Worker {
                         .inc();
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(consume_backoff.next_wait()) => continue,
+                        () = tokio::time::sleep(consume_backoff.next_base()) => continue,
                     }
                 }
             };
@@ -129,7 +102,7 @@ impl Worker {
                     if kind == ErrorKind::Fatal {
                         return Err(error);
                     }
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_base();
                     tracing::warn!(%error, topic, partition, offset, wait_ms = wait.as_millis() as u64,
                         "File failed; rewinding to retry it.");
                     self.rewind(&topic, partition, offset);
@@ -451,19 +424,5 @@ impl Txn {
         if let Err(abort_error) = self.producer.abort_transaction(self.timeout) {
             tracing::warn!(%error, %abort_error, "Aborting the transaction failed.");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_max_and_resets() {
-        let mut b = Backoff::new(100, 350);
-        let waits: Vec<u64> = (0..4).map(|_| b.next_wait().as_millis() as u64).collect();
-        assert_eq!(waits, [100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_wait(), Duration::from_millis(100));
     }
 }

@@ -60,12 +60,12 @@ impl Default for DeltaConfig {
 impl DeltaConfig {
     /// Back-off after failed attempt number `attempt` (1-based).
     pub(crate) fn backoff(&self, attempt: u32) -> std::time::Duration {
-        let exp = attempt.saturating_sub(1).min(16);
-        let ms = self
-            .commit_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_commit_backoff_ms);
-        std::time::Duration::from_millis(ms)
+        use std::time::Duration;
+        medlake_common::backoff::Backoff::new(
+            Duration::from_millis(self.commit_backoff_ms),
+            Duration::from_millis(self.max_commit_backoff_ms),
+        )
+        .ceiling(attempt.saturating_sub(1))
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use medlake_common::backoff::Backoff;
+
 use serde::Deserialize;
 
 use crate::delta::DeltaConfig;
@@ -101,12 +103,11 @@ impl SinkConfig {
 
     /// Pause after the `failures`-th consecutive retryable failure (1-based).
     pub fn retry_backoff(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(16);
-        let ms = self
-            .retry_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_retry_backoff_ms);
-        Duration::from_millis(ms)
+        Backoff::new(
+            Duration::from_millis(self.retry_backoff_ms),
+            Duration::from_millis(self.max_retry_backoff_ms),
+        )
+        .ceiling(failures.saturating_sub(1))
     }
 }
 

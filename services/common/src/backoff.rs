@@ -1,14 +1,17 @@
-//! Exponential backoff with a cap and jitter, for an endpoint that keeps
-//! failing (server down, wrong password): retries slow down instead of
-//! hammering the server, and endpoints that failed together (a landing
-//! server restart) do not all retry in the same instant.
+//! Exponential backoff with a cap, the one every service retries with: an
+//! FTP endpoint that keeps failing (server down, wrong password), a pull
+//! request, a parser transaction, a sink commit. Retries slow down instead
+//! of hammering what failed, and with jitter, clients that failed together
+//! (a server restart) do not all retry in the same instant.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 /// The delays before successive retries: `initial`, `2 × initial`, … up to
-/// `max`, each scaled by a random factor in `[0.5, 1.0]`.
+/// `max`; with jitter, each scaled by a random factor in `[0.5, 1.0]`
+/// ([`Backoff::next_delay`]) or drawn from `[0, delay]`
+/// ([`Backoff::full_jitter`]).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
@@ -25,14 +28,26 @@ impl Backoff {
         }
     }
 
+    /// The delay before retry number `attempt` (0-based), without jitter.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.initial
+            .checked_mul(1u32 << attempt.min(30))
+            .map_or(self.max, |d| d.min(self.max))
+    }
+
     /// The delay before the next retry, without jitter, after one more
     /// failure.
     pub fn next_base(&mut self) -> Duration {
-        let exponent = self.failures.min(30);
+        let delay = self.ceiling(self.failures);
         self.failures = self.failures.saturating_add(1);
-        self.initial
-            .checked_mul(1u32 << exponent)
-            .map_or(self.max, |d| d.min(self.max))
+        delay
+    }
+
+    /// A random delay in `[0, ceiling(attempt)]` ("full jitter"), for many
+    /// clients retrying one struggling server.
+    pub fn full_jitter(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt).as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=ceiling))
     }
 
     /// The delay before the next retry, with jitter.
@@ -81,6 +96,19 @@ mod tests {
             let d = b.next_delay();
             assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1000));
         }
+    }
+
+    #[test]
+    fn full_jitter_stays_below_the_ceiling_and_spreads() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(b.ceiling(3), Duration::from_millis(800));
+        assert_eq!(b.ceiling(200), Duration::from_secs(1));
+        let delays: Vec<_> = (0..200).map(|_| b.full_jitter(5)).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
+        assert!(
+            delays.iter().any(|d| *d != delays[0]),
+            "jitter spreads the delays"
+        );
     }
 
     #[test]
