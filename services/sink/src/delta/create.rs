@@ -15,8 +15,9 @@ use std::collections::HashMap;
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::{StructField, StructType};
+use deltalake::logstore::LogStore;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, TableProperty};
+use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
 use url::Url;
 
 use super::config::DeltaConfig;
@@ -73,10 +74,23 @@ pub(crate) async fn open_or_create(
     config: &DeltaConfig,
 ) -> Result<DeltaTable, DeltaError> {
     let name = spec.name.as_str();
-    let table = DeltaTable::try_from_url(url)
+    let mut table = DeltaTableBuilder::from_url(url)
+        .and_then(DeltaTableBuilder::build)
+        .map_err(|e| DeltaError::delta(name, "open table", e))?;
+    // Loading a location without a log makes the Delta kernel log an ERROR
+    // ("No files in log segment") although nothing is wrong: look first.
+    let exists = table
+        .log_store()
+        .is_delta_table_location()
         .await
         .map_err(|e| DeltaError::delta(name, "open table", e))?;
-    let table = if table.version().is_none() {
+    if exists {
+        table
+            .load()
+            .await
+            .map_err(|e| DeltaError::delta(name, "open table", e))?;
+    }
+    let table = if !exists {
         let schema = kernel_schema(spec)?;
         table
             .create()
