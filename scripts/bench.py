@@ -301,6 +301,12 @@ class Bench:
         self.medlake(env, "topics", "ensure", capture=True)
         return env
 
+    def stop_all(self, services: dict[str, Service]) -> None:
+        """Stops the phase's services and its FTP server (if any)."""
+        for service in services.values():
+            service.stop()
+        self.stop_ftp()
+
     def start(self, env: dict, names) -> dict[str, Service]:
         services = {}
         for name in names:
@@ -309,10 +315,10 @@ class Bench:
             service.wait_ready()
         return services
 
-    def push(self, manifest: dict, files: list[dict], workers: int) -> None:
-        """PUT every file to the push API, `workers` at a time, retrying
-        until each is accepted (202)."""
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    def push(self, manifest: dict, files: list[dict]) -> None:
+        """PUT every file to the push API, `--push-workers` at a time,
+        retrying until each is accepted (202)."""
+        with concurrent.futures.ThreadPoolExecutor(self.args.push_workers) as pool:
             for _ in pool.map(lambda f: self.put(manifest, f), files):
                 pass
 
@@ -395,7 +401,7 @@ class Bench:
             services.update(self.start(env, ["api-connector"]))
             api = services["api-connector"]
             started = time.monotonic()
-            self.push(manifest, http_files, self.args.push_workers)
+            self.push(manifest, http_files)
             stages["api_connector"] = stage_figures(time.monotonic() - started, manifest_totals(manifest, http_files), api)
             log(f"connectors: ftp {stages['ftp_connector']['files_per_s']} files/s, http {stages['api_connector']['files_per_s']} files/s")
 
@@ -419,9 +425,7 @@ class Bench:
             self.reconcile(env, manifest)
             return stages
         finally:
-            for service in services.values():
-                service.stop()
-            self.stop_ftp()
+            self.stop_all(services)
 
     def phase_end_to_end(self, manifest: dict) -> dict:
         """All services, every file delivered at once (saturation)."""
@@ -435,7 +439,7 @@ class Bench:
             profile = self.start_profiles(services)
             started = time.monotonic()
             self.stage_ftp(root, manifest, files[0::2])
-            self.push(manifest, files[1::2], self.args.push_workers)
+            self.push(manifest, files[1::2])
             delivered = time.monotonic() - started
             done = wait_for("the pipeline", self.sink_done(services["parser"], services["sink"], len(files)),
                             self.args.timeout, services)
@@ -449,9 +453,7 @@ class Bench:
             log(f"end to end: {figures['records_per_s']} records/s, latency {figures['latency_s']}")
             return figures
         finally:
-            for service in services.values():
-                service.stop()
-            self.stop_ftp()
+            self.stop_all(services)
 
     def phase_fixed_load(self, manifest: dict) -> dict:
         """All services, files pushed over HTTP at a fixed rate."""
@@ -491,8 +493,7 @@ class Bench:
             log(f"fixed load: {figures['offered_files_per_s']} files/s, latency {figures['latency_s']}")
             return figures
         finally:
-            for service in services.values():
-                service.stop()
+            self.stop_all(services)
 
     def phase_merge(self) -> dict:
         lake = self.work / "merge"

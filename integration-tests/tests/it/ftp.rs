@@ -171,6 +171,42 @@ async fn ensure_topics(config: &TopicsConfig) {
         .expect("create the test topics (is the broker up? `make kafka-up`)");
 }
 
+/// What most tests start from: a temporary directory, the FTP server under
+/// it, fresh topics, and a registry with one endpoint `id` of facility `F1`
+/// (`extra`: more endpoint YAML) whose password comes from `env.0`.
+struct Landing {
+    dir: tempfile::TempDir,
+    server: FtpServer,
+    topics: TopicsConfig,
+    env: (String, String),
+}
+
+impl Landing {
+    async fn new(id: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = FtpServer::start(&dir.path().join("ftp"));
+        Self::with_server(dir, server, id, extra).await
+    }
+
+    async fn with_server(dir: tempfile::TempDir, server: FtpServer, id: &str, extra: &str) -> Self {
+        let topics = topics_config();
+        ensure_topics(&topics).await;
+        let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+        write_facilities(dir.path(), server.port, &[("F1", id, &env_name, extra)]);
+        let env = (env_name, server.password.clone());
+        Self {
+            dir,
+            server,
+            topics,
+            env,
+        }
+    }
+
+    fn start_connector(&self) -> Connector {
+        Connector::start(&self.topics, self.dir.path(), &[(&self.env.0, &self.env.1)])
+    }
+}
+
 /// Checks a raw-file message against the bytes it should carry.
 fn assert_raw_message(message: &OwnedMessage, facility: &str, name: &str, bytes: &[u8]) {
     let headers = RawHeaders::from_message(message).expect("raw-file headers");
@@ -210,17 +246,9 @@ fn raw_copy(dir: &Path, facility: &str, bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn uploaded_files_are_published_once_kept_raw_and_moved_to_processed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = FtpServer::start(&dir.path().join("ftp"));
-    let topics = topics_config();
-    ensure_topics(&topics).await;
-    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
-    write_facilities(
-        dir.path(),
-        server.port,
-        &[("F1", "f1-landing", &env_name, "        glob: '*.zip'\n")],
-    );
-    let mut connector = Connector::start(&topics, dir.path(), &[(&env_name, &server.password)]);
+    let landing = Landing::new("f1-landing", "        glob: '*.zip'\n").await;
+    let (dir, server, topics) = (&landing.dir, &landing.server, &landing.topics);
+    let mut connector = landing.start_connector();
 
     let files: [(&str, Vec<u8>); 2] = [
         (
@@ -275,17 +303,9 @@ async fn uploaded_files_are_published_once_kept_raw_and_moved_to_processed() {
 
 #[tokio::test]
 async fn a_growing_file_is_taken_only_once_it_stopped_growing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = FtpServer::start(&dir.path().join("ftp"));
-    let topics = topics_config();
-    ensure_topics(&topics).await;
-    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
-    write_facilities(
-        dir.path(),
-        server.port,
-        &[("F1", "f1-landing", &env_name, "")],
-    );
-    let connector = Connector::start(&topics, dir.path(), &[(&env_name, &server.password)]);
+    let landing = Landing::new("f1-landing", "").await;
+    let (server, topics) = (&landing.server, &landing.topics);
+    let connector = landing.start_connector();
     // Let the connector reach its polling loop first.
     eventually(TIMEOUT, "connector polling", || async {
         connector
@@ -338,16 +358,8 @@ async fn a_growing_file_is_taken_only_once_it_stopped_growing() {
 
 #[tokio::test]
 async fn killing_the_connector_mid_download_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = FtpServer::start(&dir.path().join("ftp"));
-    let topics = topics_config();
-    ensure_topics(&topics).await;
-    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
-    write_facilities(
-        dir.path(),
-        server.port,
-        &[("F1", "f1-landing", &env_name, "")],
-    );
+    let landing = Landing::new("f1-landing", "").await;
+    let (dir, server, topics) = (&landing.dir, &landing.server, &landing.topics);
     // 48 MiB: above the inline limit, so it also travels by reference.
     let big: Vec<u8> = (0..48 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -357,8 +369,7 @@ async fn killing_the_connector_mid_download_loses_nothing() {
     std::fs::write(&staging, &big).unwrap();
     std::fs::rename(&staging, server.root.join("big.bin")).unwrap();
 
-    let env = [(env_name.as_str(), server.password.as_str())];
-    let mut first = Connector::start(&topics, dir.path(), &env);
+    let mut first = landing.start_connector();
     eventually(TIMEOUT, "download started", || async {
         first.logs().contains("Downloading.").then_some(())
     })
@@ -366,7 +377,7 @@ async fn killing_the_connector_mid_download_loses_nothing() {
     first.child.kill();
     let moved_before_restart = server.root.join("processed/big.bin").exists();
 
-    let second = Connector::start(&topics, dir.path(), &env);
+    let second = landing.start_connector();
     eventually(TIMEOUT, "big.bin moved to processed/", || async {
         server.root.join("processed/big.bin").exists().then_some(())
     })
@@ -585,20 +596,14 @@ async fn ftps_endpoints_are_polled_over_tls() {
             "--tls-required".as_ref(),
         ],
     );
-    let topics = topics_config();
-    ensure_topics(&topics).await;
-    let env_name = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
     let extra = format!("        ftps: true\n        ca_file: {}\n", ca.display());
-    write_facilities(
-        dir.path(),
-        server.port,
-        &[("F1", "f1-tls", &env_name, &extra)],
-    );
+    let landing = Landing::with_server(dir, server, "f1-tls", &extra).await;
+    let (dir, server, topics) = (&landing.dir, &landing.server, &landing.topics);
     let bytes = b"sent over FTPS".to_vec();
     let staging = dir.path().join("tls.zip.tmp");
     std::fs::write(&staging, &bytes).unwrap();
     std::fs::rename(&staging, server.root.join("tls.zip")).unwrap();
-    let connector = Connector::start(&topics, dir.path(), &[(&env_name, &server.password)]);
+    let connector = landing.start_connector();
 
     let messages = read_topic(&topics.raw_files(), 1, TIMEOUT).await;
     assert_eq!(messages.len(), 1, "{}", connector.logs());
