@@ -10,7 +10,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 export MEDLAKE_CACHE ?= $(HOME)/.cache/medlake
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/medlake/target
+export CARGO_TARGET_DIR ?= $(MEDLAKE_CACHE)/target
 
 CARGO ?= cargo
 HELM ?= $(shell command -v helm 2>/dev/null || echo $(HOME)/go/bin/helm)
@@ -21,7 +21,7 @@ help: ## List the targets.
 
 ## ---- Build, test, check -----------------------------------------------
 
-.PHONY: build test check check-rust check-deploy tools clean distclean
+.PHONY: build test check check-rust check-deploy tools test-tools check-tools ci-fresh clean distclean
 build: ## cargo build --workspace
 	$(CARGO) build --workspace
 
@@ -34,14 +34,19 @@ check-rust: ## cargo fmt --check and clippy -D warnings.
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Deployment checks: `docker compose config` for docker-compose.yml and
-# `helm lint` / `helm template` for helm/medlake ($(HELM), installed by
-# `make helm`) are added here by the compose/chart owner.
+# Deployment checks (scripts/check-deploy.sh): `docker compose config`,
+# promtool on the alerts and dashboards, `helm lint` / `helm template`.
 check-deploy: ## Validate docker-compose.yml and the Helm chart.
-	@# ---- compose and chart checks go below this line ----
 	scripts/check-deploy.sh
 
-tools: kafka-jars py-deps spark-deps helm ## Install everything the tests and checks need.
+tools: test-tools check-tools ## Install everything the tests and checks need.
+
+test-tools: kafka-jars py-deps spark-deps ## What `make test` needs: broker jars, Python env, delta jars.
+
+check-tools: helm compose promtool ## What `make check-deploy` needs: helm, docker compose, promtool.
+
+ci-fresh: ## Run .ci/run in a fresh clone of HEAD with an empty cache and target dir (~25 min).
+	scripts/ci-fresh.sh
 
 clean: ## Remove build output (the cargo target dir) and local scratch.
 	$(CARGO) clean
@@ -98,8 +103,6 @@ helm: ## Build the pinned helm v3 with go install (cached in ~/go/bin).
 ## ---- Deployment checks: docker compose CLI, promtool -------------------
 
 .PHONY: compose promtool
-tools: compose promtool
-
 compose: ## Build the pinned docker compose CLI plugin (~/.docker/cli-plugins).
 	scripts/install-compose.sh
 
