@@ -354,3 +354,21 @@ pub async fn wait_ready(child: &mut ChildGuard, addr: &str, what: &str, timeout:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The `/metrics` text of the admin server at `admin` (`host:port`); empty
+/// while the server is not up.
+pub async fn metrics_text(admin: &str) -> String {
+    match reqwest::get(format!("http://{admin}/metrics")).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a
+/// `/metrics` text, if present.
+pub fn metric_sample(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}

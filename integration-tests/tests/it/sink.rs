@@ -132,20 +132,57 @@ impl World {
     }
 
     async fn produce(&self, topic: &str, records: &[(String, Value)]) {
+        self.send(topic, None, records).await;
+    }
+
+    /// Like [`World::produce`], every record to one partition.
+    async fn produce_to(&self, topic: &str, partition: i32, records: &[(String, Value)]) {
+        self.send(topic, Some(partition), records).await;
+    }
+
+    /// Produces `records` (key, JSON value) to `topic`, to `partition` or
+    /// by key.
+    async fn send(&self, topic: &str, partition: Option<i32>, records: &[(String, Value)]) {
         let producer = kafka::producer(&kafka_config()).unwrap();
         let payloads: Vec<(String, String)> = records
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
         let sends = payloads.iter().map(|(key, payload)| {
-            producer.send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                Duration::from_secs(30),
-            )
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            let record = match partition {
+                Some(partition) => record.partition(partition),
+                None => record,
+            };
+            producer.send(record, Duration::from_secs(30))
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| e).expect("produce");
         }
+    }
+
+    /// The `commitInfo` of every commit in `table`'s log, oldest first.
+    fn commit_infos(&self, table: &str) -> Vec<Value> {
+        let log = self.lake.path().join(table).join("_delta_log");
+        let mut commits: Vec<_> = std::fs::read_dir(&log)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        commits.sort();
+        commits
+            .iter()
+            .flat_map(|path| {
+                let text = std::fs::read_to_string(path).unwrap();
+                text.lines()
+                    .filter_map(|line| {
+                        let mut action: Value = serde_json::from_str(line).ok()?;
+                        action.get_mut("commitInfo").map(Value::take)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Every row of `table`; empty while the table does not exist.
@@ -331,6 +368,143 @@ async fn the_table_not_the_group_offsets_says_where_to_resume() {
     let sink = world.sink("[events]");
     assert_events_exactly(&world, 1_200).await;
     stop(sink);
+}
+
+/// A sample of the `events` table's sink metrics on the admin server at
+/// `admin`, e.g. `medlake_sink_partitions_refused`.
+async fn events_metric(admin: SocketAddr, metric: &str) -> Option<f64> {
+    let text = medlake_integration_tests::metrics_text(&admin.to_string()).await;
+    medlake_integration_tests::metric_sample(&text, &format!(r#"{metric}{{dataset="events"}}"#))
+}
+
+/// The start notes the table's commits recorded, by partition.
+fn start_notes(world: &World, table: &str) -> BTreeMap<String, Value> {
+    world
+        .commit_infos(table)
+        .into_iter()
+        .filter_map(|info| info.get("medlake.partition_starts").cloned())
+        .flat_map(|notes| notes.as_object().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lost_table_is_written_again_exactly_once() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    world.produce(&topic, &events(0..600)).await;
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 600).await;
+    stop(sink);
+
+    // The table is lost; the consumer group (its committed offsets at the
+    // end of the topic) survives. The recreated table gets every row again.
+    std::fs::remove_dir_all(world.lake.path().join("events")).unwrap();
+    let admin = free_address();
+    let sink = world.sink_with_admin("[events]", admin);
+    assert_events_exactly(&world, 600).await;
+    let mismatches = events_metric(admin, "medlake_sink_offset_mismatches_total").await;
+    assert!(
+        mismatches.is_some_and(|n| n >= 1.0),
+        "the group ahead of the empty table was counted: {mismatches:?}"
+    );
+    stop(sink);
+    // Why the partitions started where they did is in the table's history.
+    let notes = start_notes(&world, "events");
+    assert!(!notes.is_empty(), "the first commits record the start");
+    for note in notes.values() {
+        assert_eq!(note["reason"], "untracked", "{note}");
+        assert_eq!(note["policy"], "earliest", "{note}");
+        assert_eq!(note["start_offset"], 0, "{note}");
+    }
+}
+
+#[tokio::test]
+async fn a_group_ahead_of_an_empty_table_still_gets_every_row() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    world.produce(&topic, &events(0..500)).await;
+    // The group says everything was read; the table holds nothing.
+    world.set_group_offsets(&topic, |_, high| high);
+    let admin = free_address();
+    let sink = world.sink_with_admin("[events]", admin);
+    assert_events_exactly(&world, 500).await;
+    let mismatches = events_metric(admin, "medlake_sink_offset_mismatches_total").await;
+    assert!(
+        mismatches.is_some_and(|n| n >= 1.0),
+        "the warning metric moved: {mismatches:?}"
+    );
+    stop(sink);
+}
+
+#[tokio::test]
+async fn a_partition_whose_offsets_aged_out_is_refused_and_the_others_flow() {
+    let world = World::new(&[("events", EVENTS)]).await;
+    let topic = world.topics.records("events");
+    world.produce_to(&topic, 0, &events(0..100)).await;
+    world.produce_to(&topic, 1, &events(100..200)).await;
+    let sink = world.sink("[events]");
+    assert_events_exactly(&world, 200).await;
+    stop(sink);
+
+    // While the sink is away, partition 0 gets rows that retention deletes
+    // before the sink reads them.
+    world.produce_to(&topic, 0, &events(200..300)).await;
+    world.produce_to(&topic, 1, &events(300..400)).await;
+    let admin_client = kafka::admin(&kafka_config()).unwrap();
+    let mut gone = TopicPartitionList::new();
+    gone.add_partition_offset(&topic, 0, Offset::End).unwrap();
+    let result = admin_client
+        .delete_records(&gone, &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("delete records");
+    let low = match result.find_partition(&topic, 0).unwrap().offset() {
+        Offset::Offset(low) => low,
+        other => panic!("low watermark after delete: {other:?}"),
+    };
+    assert_eq!(low, 200, "partition 0 holds nothing before offset 200");
+
+    let admin = free_address();
+    let mut command = world.sink_command("[events]", admin);
+    command.stderr(Stdio::piped());
+    let mut sink = ChildGuard::spawn(command);
+    // Partition 1 keeps flowing, before and after the refusal.
+    let rows = world.wait_rows("events", 300).await;
+    world.produce_to(&topic, 1, &events(400..450)).await;
+    let rows_after = world.wait_rows("events", 350).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: BTreeSet<i64> = int64s(&world.rows("events").await, "event_id")
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<i64> = (0..200).chain(300..450).collect();
+    assert_eq!(ids, expected, "partition 1 written, partition 0 refused");
+    assert!(count(&rows) >= 300 && count(&rows_after) == 350);
+    assert_eq!(
+        events_metric(admin, "medlake_sink_partitions_refused").await,
+        Some(1.0),
+        "one partition refused"
+    );
+    assert!(sink.terminate(Duration::from_secs(30)), "clean exit");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut sink.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("Kafka no longer retains offsets the table needs")
+            && stderr.contains("missing_from=100")
+            && stderr.contains("missing_to=199"),
+        "the refusal names the missing range: {stderr}"
+    );
+
+    // Once the operator accepts the gap explicitly, partition 0 resumes at
+    // the earliest retained offset, and the table records the gap.
+    let mut command = world.sink_command("[events]", free_address());
+    command.env("MEDLAKE_SINK__RESUME_PAST_OFFSET_GAPS", "true");
+    let sink = ChildGuard::spawn(command);
+    world.produce_to(&topic, 0, &events(450..480)).await;
+    world.wait_rows("events", 380).await;
+    stop(sink);
+    let note = &start_notes(&world, "events")["0"];
+    assert_eq!(note["reason"], "offset_gap", "{note}");
+    assert_eq!(note["needed_offset"], 100, "{note}");
+    assert_eq!(note["start_offset"], 200, "{note}");
 }
 
 #[tokio::test]

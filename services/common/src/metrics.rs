@@ -313,6 +313,27 @@ pub static SINK_DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Partitions assigned whose consumer group position was ahead of what
+/// the table holds (the table was lost, restored or recreated while the
+/// group survived), by data set. The sink follows the table, not the group.
+pub static SINK_OFFSET_MISMATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_offset_mismatches_total",
+        "Partitions assigned whose consumer group position was ahead of the table's, by data set.",
+        &["dataset"],
+    )
+});
+
+/// Partitions the sink refuses to write because Kafka no longer retains
+/// the offsets the table needs, by data set.
+pub static SINK_PARTITIONS_REFUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "medlake_sink_partitions_refused",
+        "Assigned partitions not written because Kafka no longer retains the offsets the table needs, by data set.",
+        &["dataset"],
+    )
+});
+
 // ---------------------------------------------------------------- connectors
 // (connector metrics go here)
 

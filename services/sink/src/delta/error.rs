@@ -118,16 +118,6 @@ impl DeltaError {
     }
 }
 
-/// The run loop's view of an error; the same taxonomy as every component.
-pub use medlake_common::ErrorKind as ErrorClass;
-
-impl DeltaError {
-    /// How the run loop should react: [`Classify::kind`].
-    pub fn class(&self) -> ErrorKind {
-        self.kind()
-    }
-}
-
 impl Classify for DeltaError {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -49,7 +49,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 
 pub use config::{DeltaConfig, WriterOptions};
-pub use error::{DeltaError, ErrorClass};
+pub use error::DeltaError;
 pub use merge::{MergeCounts, RowReject};
 pub use spec::{OP_COLUMN, OP_DELETE, OP_UPSERT, TableMode, TableSpec};
 pub use txn::{PartitionOffset, RowOrigin, SinkBatch, app_id};
@@ -204,7 +204,8 @@ impl TableWriter {
     /// One commit attempt of a batch with nothing already committed.
     async fn commit(&mut self, batch: SinkBatch) -> Result<CommitOutcome, DeltaError> {
         let properties = CommitProperties::default()
-            .with_application_transactions(txn::transactions(&self.options.consumer_group, &batch));
+            .with_application_transactions(txn::transactions(&self.options.consumer_group, &batch))
+            .with_metadata(batch.metadata.clone());
         let name = self.spec.name.clone();
         let mut outcome = CommitOutcome::default();
         let rows = match &self.spec.mode {

@@ -48,6 +48,9 @@ pub struct SinkBatch {
     pub origins: Vec<RowOrigin>,
     /// Last consumed offset per partition.
     pub offsets: Vec<PartitionOffset>,
+    /// Written into the commit's `commitInfo` (why a partition started
+    /// where it did, for one).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl SinkBatch {
@@ -69,7 +72,14 @@ impl SinkBatch {
                     last_offset,
                 })
                 .collect(),
+            metadata: serde_json::Map::new(),
         }
+    }
+
+    /// Adds `key: value` to the commit's metadata.
+    pub fn with_metadata(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.metadata.insert(key.to_string(), value);
+        self
     }
 
     /// Records that the batch consumed `partition` up to `offset` (for
@@ -192,6 +202,7 @@ pub(crate) fn pending(
         records,
         origins,
         offsets,
+        metadata: batch.metadata.clone(),
     }))
 }
 

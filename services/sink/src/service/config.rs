@@ -6,6 +6,7 @@ use medlake_common::backoff::Backoff;
 
 use serde::Deserialize;
 
+use super::start::UntrackedStart;
 use crate::delta::DeltaConfig;
 
 /// How the sink service consumes, batches and writes.
@@ -46,6 +47,21 @@ pub struct SinkConfig {
     /// Longest pause between retries of a batch.
     #[serde(default = "default_max_retry_backoff_ms")]
     pub max_retry_backoff_ms: u64,
+    /// Where a partition starts when its table holds no offset for it (a
+    /// new table, or one lost, restored or recreated): `earliest` (every
+    /// row Kafka still retains), `latest` (only new messages) or `group`
+    /// (the consumer group's committed position). Anything but `earliest`
+    /// may leave rows out of the table: it is logged at start and recorded
+    /// in the commit metadata of the table.
+    #[serde(default)]
+    pub untracked_partition_start: UntrackedStart,
+    /// A partition whose table needs offsets that Kafka no longer retains
+    /// is refused (nothing written for it) unless this is true; then it
+    /// resumes at the earliest retained offset and the gap is recorded in
+    /// the commit metadata. Set it once the gap was refilled (`medlake
+    /// replay --raw`) or accepted.
+    #[serde(default)]
+    pub resume_past_offset_gaps: bool,
     /// How tables are created and committed to.
     #[serde(default)]
     pub delta: DeltaConfig,
@@ -90,6 +106,8 @@ impl Default for SinkConfig {
             max_dead_letter_payload_bytes: default_max_dead_letter_payload_bytes(),
             retry_backoff_ms: default_retry_backoff_ms(),
             max_retry_backoff_ms: default_max_retry_backoff_ms(),
+            untracked_partition_start: UntrackedStart::default(),
+            resume_past_offset_gaps: false,
             delta: DeltaConfig::default(),
         }
     }
@@ -121,6 +139,18 @@ mod tests {
         assert_eq!(config, SinkConfig::default());
         assert!(config.datasets.is_empty());
         assert_eq!(config.consumer_group, "medlake-sink");
+        assert_eq!(config.untracked_partition_start, UntrackedStart::Earliest);
+        assert!(!config.resume_past_offset_gaps);
+    }
+
+    #[test]
+    fn start_policies_parse_by_name() {
+        let config: SinkConfig =
+            serde_json::from_str(r#"{"untracked_partition_start": "latest"}"#).unwrap();
+        assert_eq!(config.untracked_partition_start, UntrackedStart::Latest);
+        let err = serde_json::from_str::<SinkConfig>(r#"{"untracked_partition_start": "never"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("earliest"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use medlake_common::{Classify, ErrorKind};
 use rdkafka::error::KafkaError;
 
 use crate::decode::DecodeError;
-use crate::delta::{DeltaError, ErrorClass};
+use crate::delta::DeltaError;
 
 /// Why the sink stopped, or why one attempt at a batch failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +104,7 @@ impl Classify for SinkError {
             SinkError::Datasets { .. }
             | SinkError::UnknownDataset { .. }
             | SinkError::Decoder(_) => ErrorKind::Fatal,
-            SinkError::Table { source, .. } => match source.class() {
-                ErrorClass::Retryable => ErrorKind::Retryable,
-                ErrorClass::BadInput => ErrorKind::BadInput,
-                ErrorClass::Fatal => ErrorKind::Fatal,
-            },
+            SinkError::Table { source, .. } => source.kind(),
             SinkError::Kafka { source, .. } => kafka_error_kind(source),
             SinkError::DeadLetter { source, .. } => match kafka_error_kind(source) {
                 // A dead letter too large for the broker cannot be retried;

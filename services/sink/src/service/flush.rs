@@ -1,7 +1,7 @@
 //! Writing one topic's batch: rows, dead letters, the Delta commit, then
 //! Kafka offsets and metrics.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use medlake_common::metrics::{
     SINK_CONSUMER_LAG, SINK_FILE_TO_TABLE_SECONDS, SINK_MERGE_ROWS, SINK_MESSAGES,
     SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
 };
+use medlake_common::{Classify, ErrorKind};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
@@ -22,8 +23,9 @@ use super::config::SinkConfig;
 use super::dead_letters;
 use super::error::SinkError;
 use super::partitions::SinkContext;
+use super::start::{START_METADATA_KEY, StartNote};
 use super::tables::Target;
-use crate::delta::{CommitOutcome, DeltaError, ErrorClass, RowOrigin, SinkBatch};
+use crate::delta::{CommitOutcome, DeltaError, RowOrigin, SinkBatch};
 
 /// How long a watermark query for the lag gauge may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +35,9 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Lane {
     pub target: Target,
     pub buffer: Buffer,
+    /// Partitions that started somewhere other than right after the
+    /// table's offset, until a commit has recorded why.
+    pub starts: BTreeMap<i32, StartNote>,
 }
 
 /// The clients and settings a flush uses.
@@ -81,18 +86,24 @@ pub(crate) async fn flush(lane: &mut Lane, io: &Io) -> Result<(), SinkError> {
         })
         .collect();
     let last_offsets = lane.buffer.last_offsets();
-    let batch = last_offsets.iter().fold(
-        SinkBatch::new(&topic, decoded.records, origins),
-        |batch, (partition, offset)| batch.consumed(*partition, *offset),
+    let batch = with_starts(
+        lane,
+        last_offsets.iter().fold(
+            SinkBatch::new(&topic, decoded.records, origins),
+            |batch, (partition, offset)| batch.consumed(*partition, *offset),
+        ),
     );
     let outcome = match lane.target.writer.write(batch).await {
         Ok(outcome) => outcome,
-        Err(error) if error.class() == ErrorClass::BadInput => {
-            refuse_batch(lane, io, &error).await?
-        }
+        Err(error) if error.kind() == ErrorKind::BadInput => refuse_batch(lane, io, &error).await?,
         Err(error) => return Err(SinkError::table(&table, error)),
     };
     after_commit(lane, io, &outcome).await;
+    if outcome.committed {
+        for partition in last_offsets.keys() {
+            lane.starts.remove(partition);
+        }
+    }
 
     SINK_MESSAGES
         .with_label_values(&[&table])
@@ -164,11 +175,28 @@ async fn refuse_batch(
         ),
         |batch, (partition, offset)| batch.consumed(partition, offset),
     );
+    let batch = with_starts(lane, batch);
     lane.target
         .writer
         .write(batch)
         .await
         .map_err(|e| SinkError::table(&table, e))
+}
+
+/// Adds the start notes of the batch's partitions to its commit metadata.
+fn with_starts(lane: &Lane, batch: SinkBatch) -> SinkBatch {
+    let notes: serde_json::Map<String, serde_json::Value> = batch
+        .offsets
+        .iter()
+        .filter_map(|p| {
+            let note = lane.starts.get(&p.partition)?;
+            Some((p.partition.to_string(), serde_json::to_value(note).ok()?))
+        })
+        .collect();
+    if notes.is_empty() {
+        return batch;
+    }
+    batch.with_metadata(START_METADATA_KEY, serde_json::Value::Object(notes))
 }
 
 /// Metrics of a commit, and dead letters for rows the MERGE refused. Those

@@ -6,8 +6,12 @@
 //!
 //! # Exactly once
 //!
-//! The Delta table is the source of truth for where to resume: each commit
-//! carries the last offset of every partition of its batch. When a
+//! The Delta table is the only source of truth for where to resume: each
+//! commit carries the last offset of every partition of its batch; a
+//! partition the table holds no offset for starts at the topic's earliest
+//! retained offset, never at the consumer group's position (the `start`
+//! module says why, and what happens when Kafka no longer holds the offsets
+//! a table needs). When a
 //! partition is assigned (start or rebalance), the first message that
 //! arrives from it is checked against the table and the partition is sought
 //! to the table's offset + 1 when they differ (the `partitions` module says
@@ -39,11 +43,13 @@ mod dead_letters;
 mod error;
 mod flush;
 mod partitions;
+mod start;
 mod tables;
 mod worker;
 
 pub use config::SinkConfig;
 pub use error::SinkError;
+pub use start::UntrackedStart;
 
 use medlake_common::{Context, Shutdown};
 

@@ -12,6 +12,11 @@
 //! committed by hand, a table restored) as well as behind it. After the
 //! seek, messages below the target are stale and dropped.
 //!
+//! Where a partition starts is decided by the `start` module (the table's
+//! offset, or the earliest retained one for a partition the table never
+//! saw); a partition whose needed offsets are gone from Kafka is refused:
+//! every message of it is dropped, and nothing is written for it.
+//!
 //! Offsets may jump (transaction markers of the parser's transactional
 //! producer, compaction of the ledger topic), so only going *backwards* is
 //! treated as a duplicate.
@@ -22,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::topic_partition_list::TopicPartitionList;
+
+use super::start::Start;
 
 /// A topic and one of its partitions.
 pub(crate) type TopicPartition = (String, i32);
@@ -94,8 +101,8 @@ enum Position {
     SeekPending { target: i64 },
     /// Sought to `target`; older messages are stale.
     Sought { target: i64 },
-    /// The table never saw the partition: Kafka's position is the best there is.
-    Fresh,
+    /// Kafka no longer holds what the table needs: nothing is written.
+    Refused,
     /// In order; `next` is the smallest offset not taken yet.
     Tracking { next: i64 },
 }
@@ -121,15 +128,22 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
-    /// A partition was assigned; `table_next` is the table's last offset + 1,
-    /// `None` when the table never saw the partition.
-    pub(crate) fn assigned(&mut self, topic: &str, partition: i32, table_next: Option<i64>) {
-        let position = match table_next {
-            Some(target) => Position::SeekPending { target },
-            None => Position::Fresh,
+    /// A partition was assigned and `start` decided where it starts.
+    pub(crate) fn assigned(&mut self, topic: &str, partition: i32, start: Start) {
+        let position = match start {
+            Start::At(target) => Position::SeekPending { target },
+            Start::Refuse(_) => Position::Refused,
         };
         self.positions
             .insert((topic.to_string(), partition), position);
+    }
+
+    /// How many partitions of `topic` are refused.
+    pub(crate) fn refused(&self, topic: &str) -> usize {
+        self.positions
+            .iter()
+            .filter(|((t, _), p)| t == topic && **p == Position::Refused)
+            .count()
     }
 
     /// Partitions are no longer ours.
@@ -165,12 +179,13 @@ impl Partitions {
         };
         match *position {
             Position::SeekPending { target } => Verdict::Seek(target),
+            Position::Refused => Verdict::Drop,
             Position::Sought { target } | Position::Tracking { next: target }
                 if offset < target =>
             {
                 Verdict::Drop
             }
-            Position::Sought { .. } | Position::Tracking { .. } | Position::Fresh => {
+            Position::Sought { .. } | Position::Tracking { .. } => {
                 *position = Position::Tracking { next: offset + 1 };
                 Verdict::Accept
             }
@@ -180,6 +195,7 @@ impl Partitions {
 
 #[cfg(test)]
 mod tests {
+    use super::super::start::Refusal;
     use super::*;
 
     fn tp(p: i32) -> TopicPartition {
@@ -189,7 +205,7 @@ mod tests {
     #[test]
     fn resumes_where_the_table_says_after_the_seek() {
         let mut parts = Partitions::default();
-        parts.assigned("t", 0, Some(10));
+        parts.assigned("t", 0, Start::At(10));
         assert_eq!(parts.pending_seeks(), vec![("t".to_string(), 0, 10)]);
         // Before the seek succeeded nothing is taken, whatever the offset.
         assert_eq!(parts.check("t", 0, 3), Verdict::Seek(10));
@@ -204,7 +220,7 @@ mod tests {
     #[test]
     fn offsets_may_jump_but_not_go_back() {
         let mut parts = Partitions::default();
-        parts.assigned("t", 0, Some(5));
+        parts.assigned("t", 0, Start::At(5));
         parts.sought("t", 0);
         assert_eq!(
             parts.check("t", 0, 7),
@@ -216,19 +232,38 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_the_table_never_saw_starts_where_kafka_is() {
+    fn a_refused_partition_takes_nothing_and_others_flow() {
         let mut parts = Partitions::default();
-        parts.assigned("t", 1, None);
-        assert!(parts.pending_seeks().is_empty());
-        assert_eq!(parts.check("t", 1, 42), Verdict::Accept);
-        assert_eq!(parts.check("t", 1, 41), Verdict::Drop);
+        parts.assigned(
+            "t",
+            1,
+            Start::Refuse(Refusal::Gone {
+                needed: 3,
+                earliest: 40,
+            }),
+        );
+        parts.assigned("t", 2, Start::At(0));
+        parts.sought("t", 2);
+        assert!(
+            parts.pending_seeks().is_empty(),
+            "no seek for a refused one"
+        );
+        for offset in [0, 3, 40, 41] {
+            assert_eq!(parts.check("t", 1, offset), Verdict::Drop);
+        }
+        assert_eq!(parts.check("t", 2, 0), Verdict::Accept);
+        assert_eq!(parts.refused("t"), 1);
+        assert_eq!(parts.refused("u"), 0);
+        parts.revoked(&[tp(1)]);
+        assert_eq!(parts.refused("t"), 0);
     }
 
     #[test]
     fn unannounced_and_revoked_partitions_are_verified() {
         let mut parts = Partitions::default();
         assert_eq!(parts.check("t", 2, 0), Verdict::Verify);
-        parts.assigned("t", 2, None);
+        parts.assigned("t", 2, Start::At(0));
+        parts.sought("t", 2);
         assert_eq!(parts.check("t", 2, 0), Verdict::Accept);
         parts.revoked(&[tp(2)]);
         assert_eq!(parts.check("t", 2, 1), Verdict::Verify);

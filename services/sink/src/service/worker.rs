@@ -2,16 +2,16 @@
 //! position, batch per topic, write batches when they are due, retry what
 //! can be retried, stop on what cannot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use medlake_common::admin::Health;
-use medlake_common::metrics::ERRORS;
+use medlake_common::metrics::{ERRORS, SINK_OFFSET_MISMATCHES, SINK_PARTITIONS_REFUSED};
 use medlake_common::{Classify, Context, ErrorKind, Shutdown, kafka};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
-use rdkafka::{Message, Offset};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::batch::Buffer;
@@ -19,6 +19,7 @@ use super::config::SinkConfig;
 use super::error::SinkError;
 use super::flush::{Io, Lane, flush};
 use super::partitions::{Partitions, RebalanceEvent, SinkContext, Verdict};
+use super::start::{self, Decision, Observed, Refusal, Start, UntrackedStart};
 use super::tables::{self, Target};
 
 /// How long the loop waits for a message when no batch is open.
@@ -29,6 +30,10 @@ const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// How long a seek may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the watermark and committed-offset queries of an assignment
+/// may take.
+const POSITIONS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running sink: its tables, consumer and batches.
 pub(crate) struct Worker {
@@ -56,6 +61,7 @@ impl Worker {
                 Lane {
                     target,
                     buffer: Buffer::default(),
+                    starts: BTreeMap::new(),
                 },
             );
         }
@@ -69,11 +75,20 @@ impl Worker {
             .map_err(|e| SinkError::kafka("subscribe", e))?;
         let producer =
             kafka::producer(&ctx.kafka).map_err(|e| SinkError::kafka("create producer", e))?;
+        let untracked = config.untracked_partition_start;
         tracing::info!(
             topics = topics.len(),
             group = config.consumer_group.as_str(),
+            untracked_partition_start = untracked.as_str(),
+            resume_past_offset_gaps = config.resume_past_offset_gaps,
             "Sink consuming."
         );
+        if untracked != UntrackedStart::Earliest {
+            tracing::warn!(
+                untracked_partition_start = untracked.as_str(),
+                "Partitions the tables hold no offset for do not start at the earliest retained offset: rows before the start will not be in the tables."
+            );
+        }
         ctx.health.set_ready(true);
         Ok(Self {
             io: Io {
@@ -164,6 +179,7 @@ impl Worker {
                         let Some(lane) = self.lanes.get_mut(topic) else {
                             continue;
                         };
+                        lane.starts.remove(partition);
                         let dropped = lane.buffer.drop_partition(*partition);
                         if dropped > 0 {
                             tracing::info!(
@@ -175,6 +191,11 @@ impl Worker {
                         }
                     }
                     self.partitions.revoked(&list);
+                    for lane in self.lanes.values() {
+                        SINK_PARTITIONS_REFUSED
+                            .with_label_values(&[lane.target.name()])
+                            .set(self.partitions.refused(&lane.target.topic) as i64);
+                    }
                 }
                 RebalanceEvent::Assigned(list) => {
                     for lane in self.lanes.values_mut() {
@@ -184,7 +205,7 @@ impl Worker {
                             .map(|(_, partition)| *partition)
                             .collect();
                         if !mine.is_empty()
-                            && !assign(lane, &mine, &mut self.partitions, &self.io.config, shutdown)
+                            && !assign(lane, &mine, &mut self.partitions, &self.io, shutdown)
                                 .await?
                         {
                             return Ok(false);
@@ -234,15 +255,7 @@ impl Worker {
         };
         let mut verdict = self.partitions.check(&lane.target.topic, partition, offset);
         if verdict == Verdict::Verify {
-            if !assign(
-                lane,
-                &[partition],
-                &mut self.partitions,
-                &self.io.config,
-                shutdown,
-            )
-            .await?
-            {
+            if !assign(lane, &[partition], &mut self.partitions, &self.io, shutdown).await? {
                 return Ok(());
             }
             verdict = self.partitions.check(&lane.target.topic, partition, offset);
@@ -301,38 +314,163 @@ impl Worker {
     }
 }
 
-/// Records newly assigned partitions of a lane with the table's offsets
-/// (retrying while the table cannot be read). Returns false when shutdown
-/// interrupted it.
+/// Records newly assigned partitions of a lane: where each starts, decided
+/// from the table's offsets and what Kafka still retains (retrying while
+/// either cannot be read). Returns false when shutdown interrupted it.
 async fn assign(
     lane: &mut Lane,
     partitions: &[i32],
     positions: &mut Partitions,
-    config: &SinkConfig,
+    io: &Io,
     shutdown: &Shutdown,
 ) -> Result<bool, SinkError> {
+    let topic = lane.target.topic.clone();
     let mut failures = 0;
     let committed = loop {
         match lane
             .target
             .writer
-            .committed_offsets(&lane.target.topic, partitions)
+            .committed_offsets(&topic, partitions)
             .await
         {
             Ok(committed) => break committed,
             Err(error) => {
                 let error = SinkError::table(lane.target.name(), error);
-                if !pause_after(error, &mut failures, config, shutdown).await? {
+                if !pause_after(error, &mut failures, &io.config, shutdown).await? {
                     return Ok(false);
                 }
             }
         }
     };
-    for partition in partitions {
-        let table_next = committed.get(partition).map(|offset| offset + 1);
-        positions.assigned(&lane.target.topic, *partition, table_next);
+    let kafka = loop {
+        match kafka_positions(io, &topic, partitions).await {
+            Ok(kafka) => break kafka,
+            Err(error) => {
+                if !pause_after(error, &mut failures, &io.config, shutdown).await? {
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    let policy = start::StartPolicy {
+        untracked: io.config.untracked_partition_start,
+        resume_past_gaps: io.config.resume_past_offset_gaps,
+    };
+    let mut refused = TopicPartitionList::new();
+    for (partition, (earliest, latest, group)) in kafka {
+        let seen = Observed {
+            table_next: committed.get(&partition).map(|offset| offset + 1),
+            earliest,
+            latest,
+            group,
+        };
+        let decision = start::decide(seen, policy);
+        report_start(lane.target.name(), &topic, partition, &seen, &decision);
+        if let Start::Refuse(_) = decision.start {
+            refused.add_partition(&topic, partition);
+        }
+        match decision.note {
+            Some(note) => lane.starts.insert(partition, note),
+            None => lane.starts.remove(&partition),
+        };
+        positions.assigned(&topic, partition, decision.start);
     }
+    if refused.count() > 0 {
+        // Nothing of a refused partition is fetched; the others keep flowing.
+        if let Err(error) = io.consumer.pause(&refused) {
+            tracing::debug!(topic, %error, "Pausing refused partitions failed; their messages are dropped.");
+        }
+    }
+    SINK_PARTITIONS_REFUSED
+        .with_label_values(&[lane.target.name()])
+        .set(positions.refused(&topic) as i64);
     Ok(true)
+}
+
+/// Per partition: the earliest retained offset, the end, and the consumer
+/// group's committed position (if any).
+async fn kafka_positions(
+    io: &Io,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, (i64, i64, Option<i64>)>, SinkError> {
+    let consumer = Arc::clone(&io.consumer);
+    let topic = topic.to_string();
+    let partitions = partitions.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        for partition in &partitions {
+            tpl.add_partition(&topic, *partition);
+        }
+        let group = consumer
+            .committed_offsets(tpl, POSITIONS_TIMEOUT)
+            .map_err(|e| SinkError::kafka("read the group's committed offsets", e))?;
+        let mut out = BTreeMap::new();
+        for partition in partitions {
+            let (earliest, latest) = consumer
+                .fetch_watermarks(&topic, partition, POSITIONS_TIMEOUT)
+                .map_err(|e| SinkError::kafka("fetch watermarks", e))?;
+            let committed =
+                group
+                    .find_partition(&topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(offset) => Some(offset),
+                        _ => None,
+                    });
+            out.insert(partition, (earliest, latest, committed));
+        }
+        Ok(out)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Logs (and counts) what an assignment decided, when it is not the
+/// ordinary resume right after the table's offset.
+fn report_start(table: &str, topic: &str, partition: i32, seen: &Observed, decision: &Decision) {
+    let table_offset = seen.table_next.map(|next| next - 1);
+    if decision.group_ahead {
+        SINK_OFFSET_MISMATCHES.with_label_values(&[table]).inc();
+        tracing::warn!(
+            table,
+            topic,
+            partition,
+            table_offset,
+            group_offset = seen.group,
+            "The consumer group's position is ahead of what the table holds (table lost, restored or recreated?); following the table."
+        );
+    }
+    match (decision.start, &decision.note) {
+        (Start::Refuse(Refusal::Gone { needed, earliest }), _) => tracing::error!(
+            table,
+            topic,
+            partition,
+            needed_offset = needed,
+            earliest_retained = earliest,
+            missing_from = needed,
+            missing_to = earliest - 1,
+            "Kafka no longer retains offsets the table needs: this partition is not written. Refill the gap from the raw zone, then set sink.resume_past_offset_gaps (see docs/operations.md, Recovery)."
+        ),
+        (Start::Refuse(Refusal::PastEnd { needed, latest }), _) => tracing::error!(
+            table,
+            topic,
+            partition,
+            needed_offset = needed,
+            partition_end = latest,
+            "The table holds offsets past the end of this partition (the topic was deleted and recreated?): this partition is not written. Give the sink a new consumer group to start the topic over (see docs/operations.md, Recovery)."
+        ),
+        (Start::At(offset), Some(note)) => tracing::warn!(
+            table,
+            topic,
+            partition,
+            offset,
+            table_offset,
+            reason = note.reason,
+            policy = note.policy,
+            "Partition starts where the table holds no offset; recorded in the next commit."
+        ),
+        (Start::At(_), None) => {}
+    }
 }
 
 fn count_error(error: &SinkError) {
