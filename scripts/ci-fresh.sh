@@ -10,6 +10,11 @@
 #   scripts/ci-fresh.sh --cache DIR     use DIR as MEDLAKE_CACHE (DIR/target as
 #                                       the target dir); DIR should be empty
 #
+# Cargo judges a crate fresh by file times, and the clone's workspace crates
+# share their artifacts with this checkout's when both use one target dir:
+# edits made here before the clone's build would look older than its output.
+# So after a run with --cache, this checkout's uncommitted files are touched.
+#
 # Prints the clone's path, tees the log to <clone>.log, exits with .ci/run's
 # status. Only committed work is tested: the clone is of HEAD.
 set -euo pipefail
@@ -40,5 +45,9 @@ env MEDLAKE_CACHE="$cache" CARGO_TARGET_DIR="$cache/target" CI=true \
     bash .ci/run </dev/null 2>&1 | tee "$work/clone.log"
 rc=${PIPESTATUS[0]}
 set -e
+if [[ "$cache" != "$work/cache" ]]; then
+    git -C "$REPO_DIR" status --porcelain --untracked-files=no | cut -c4- |
+        (cd "$REPO_DIR" && xargs -r touch)
+fi
 log ".ci/run exited $rc after $((SECONDS - start))s (log: $work/clone.log)"
 exit "$rc"
