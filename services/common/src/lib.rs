@@ -15,6 +15,7 @@ pub mod context;
 pub mod dead_letter;
 pub mod endpoints;
 pub mod error;
+pub mod events;
 pub mod facilities;
 pub mod ingest;
 pub mod kafka;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use medlake_common::endpoints::ftp::{After, FtpEndpoint};
+use medlake_common::events::{Event, PollFailed};
 use medlake_common::ingest::{Ingestor, RawFile};
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 
@@ -87,24 +88,21 @@ impl Worker {
                 }
                 Err(error) => {
                     self.drop_session();
-                    let stage = error.stage();
-                    metrics::CONNECTOR_POLL_ERRORS
-                        .with_label_values(&[id.as_str(), stage])
-                        .inc();
-                    let kind = error.kind();
-                    metrics::ERRORS
-                        .with_label_values(&["ftp_connector", kind.as_str()])
-                        .inc();
-                    if kind == ErrorKind::Fatal {
-                        tracing::error!(endpoint = id, stage, %error, "FTP endpoint failed fatally.");
-                        return Err(error);
+                    let fatal = error.kind() == ErrorKind::Fatal;
+                    let delay = (!fatal).then(|| self.backoff.next_delay());
+                    PollFailed {
+                        component: "ftp_connector",
+                        endpoint: id.as_str(),
+                        stage: error.stage(),
+                        failures: self.backoff.failures(),
+                        retry_in: delay,
+                        error: &error,
                     }
-                    let delay = self.backoff.next_delay();
-                    tracing::error!(endpoint = id, stage, %error,
-                        failures = self.backoff.failures(),
-                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "FTP poll failed.");
-                    delay
+                    .emit();
+                    match delay {
+                        Some(delay) => delay,
+                        None => return Err(error),
+                    }
                 }
             };
             tokio::select! {

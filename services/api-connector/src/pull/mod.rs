@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use medlake_common::endpoints::http::HttpPullEndpoint;
+use medlake_common::events::{Event, PollFailed};
 use medlake_common::ingest::{IngestError, Ingestor, RawFile, Source};
 use medlake_common::secret::SecretError;
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
@@ -135,25 +136,29 @@ impl EndpointPuller {
             poll_interval_ms = self.endpoint.poll_interval_ms,
             "Polling HTTP endpoint."
         );
+        let mut failures = 0;
         loop {
             match self.round(&shutdown).await {
-                Ok(0) => tracing::debug!(endpoint, "Nothing new."),
-                Ok(files) => tracing::info!(endpoint, files, "Pulled files."),
+                Ok(files) => {
+                    failures = 0;
+                    if files == 0 {
+                        tracing::debug!(endpoint, "Nothing new.");
+                    } else {
+                        tracing::info!(endpoint, files, "Pulled files.");
+                    }
+                }
                 Err(PullError::Cancelled) => break,
                 Err(error) => {
-                    let kind = error.kind();
-                    metrics::CONNECTOR_POLL_ERRORS
-                        .with_label_values(&[endpoint, error.stage()])
-                        .inc();
-                    metrics::ERRORS
-                        .with_label_values(&["api_connector", kind.as_str()])
-                        .inc();
-                    tracing::warn!(
+                    failures += 1;
+                    PollFailed {
+                        component: "api_connector",
                         endpoint,
-                        stage = error.stage(),
-                        %error,
-                        "Poll failed; trying again at the next interval."
-                    );
+                        stage: error.stage(),
+                        failures,
+                        retry_in: Some(interval),
+                        error: &error,
+                    }
+                    .emit();
                 }
             }
             tokio::select! {

@@ -87,15 +87,6 @@ impl SinkError {
     pub(crate) fn kafka(operation: &'static str, source: KafkaError) -> Self {
         SinkError::Kafka { operation, source }
     }
-
-    /// The label of [`Classify::kind`] for metrics.
-    pub(crate) fn kind_label(&self) -> &'static str {
-        match self.kind() {
-            ErrorKind::Retryable => "retryable",
-            ErrorKind::BadInput => "bad_input",
-            ErrorKind::Fatal => "fatal",
-        }
-    }
 }
 
 impl Classify for SinkError {
@@ -141,7 +132,6 @@ mod tests {
             source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
         };
         assert_eq!(err.kind(), ErrorKind::Retryable);
-        assert_eq!(err.kind_label(), "retryable");
     }
 
     #[test]

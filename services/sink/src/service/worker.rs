@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medlake_common::admin::Health;
-use medlake_common::metrics::{ERRORS, SINK_OFFSET_MISMATCHES, SINK_PARTITIONS_REFUSED};
+use medlake_common::events::{ConsumeFailed, Event, WorkFailed};
+use medlake_common::metrics::{SINK_OFFSET_MISMATCHES, SINK_PARTITIONS_REFUSED};
 use medlake_common::{Classify, Context, ErrorKind, Shutdown, kafka};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
@@ -21,6 +22,9 @@ use super::flush::{Io, Lane, flush};
 use super::partitions::{Partitions, RebalanceEvent, SinkContext, Verdict};
 use super::start::{self, Decision, Observed, Refusal, Start, UntrackedStart};
 use super::tables::{self, Target};
+
+/// The `component` label of the sink's events.
+const COMPONENT: &str = "sink";
 
 /// How long the loop waits for a message when no batch is open.
 const IDLE_WAKEUP: Duration = Duration::from_secs(1);
@@ -135,11 +139,19 @@ impl Worker {
                     if error.kind() == ErrorKind::Fatal {
                         break Err(error);
                     }
-                    count_error(&error);
                     consume_failures += 1;
-                    tracing::warn!(%error, "Consumer error.");
-                    let pause = self.io.config.retry_backoff(consume_failures);
-                    tokio::time::sleep(pause.min(MAX_CONSUME_ERROR_PAUSE)).await;
+                    let pause = self
+                        .io
+                        .config
+                        .retry_backoff(consume_failures)
+                        .min(MAX_CONSUME_ERROR_PAUSE);
+                    ConsumeFailed {
+                        component: COMPONENT,
+                        pause,
+                        error: &error,
+                    }
+                    .emit();
+                    tokio::time::sleep(pause).await;
                 }
                 None => {}
             }
@@ -307,8 +319,17 @@ impl Worker {
     async fn drain(&mut self) {
         for lane in self.lanes.values_mut() {
             if let Err(error) = flush(lane, &self.io).await {
-                count_error(&error);
-                tracing::warn!(table = lane.target.name(), %error, "Batch not written at shutdown; it will be read again.");
+                // Not retried: the next owner of the partition reads it again.
+                WorkFailed {
+                    component: COMPONENT,
+                    work: "batch at shutdown",
+                    origin: None,
+                    dataset: Some(lane.target.name()),
+                    attempt: 1,
+                    retry_in: None,
+                    error: &error,
+                }
+                .emit();
             }
         }
     }
@@ -473,12 +494,6 @@ fn report_start(table: &str, topic: &str, partition: i32, seen: &Observed, decis
     }
 }
 
-fn count_error(error: &SinkError) {
-    ERRORS
-        .with_label_values(&["sink", error.kind_label()])
-        .inc();
-}
-
 /// After a failed attempt: a fatal error is returned; otherwise waits the
 /// back-off and says whether to try again (false once shutting down).
 async fn pause_after(
@@ -487,13 +502,22 @@ async fn pause_after(
     config: &SinkConfig,
     shutdown: &Shutdown,
 ) -> Result<bool, SinkError> {
-    count_error(&error);
-    if error.kind() == ErrorKind::Fatal {
+    *failures += 1;
+    let fatal = error.kind() == ErrorKind::Fatal;
+    let pause = config.retry_backoff(*failures);
+    WorkFailed {
+        component: COMPONENT,
+        work: "batch",
+        origin: None,
+        dataset: None,
+        attempt: *failures,
+        retry_in: (!fatal).then_some(pause),
+        error: &error,
+    }
+    .emit();
+    if fatal {
         return Err(error);
     }
-    *failures += 1;
-    let pause = config.retry_backoff(*failures);
-    tracing::warn!(%error, attempt = *failures, pause_ms = pause.as_millis() as u64, "Retrying.");
     tokio::select! {
         _ = shutdown.cancelled() => Ok(false),
         _ = tokio::time::sleep(pause) => Ok(true),
