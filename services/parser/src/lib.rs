@@ -21,5 +21,7 @@ pub mod text;
 
 pub use env::{EnvError, ParseEnv};
 pub use error::{ErrorCode, FileError, Reject, Stage};
-pub use pipeline::{FileInput, FileSummary, ProcessError, RecordSink, process_file};
+pub use pipeline::{
+    Delivery, FileInput, FileSummary, ProcessError, Record, RecordSink, process_file,
+};
 pub use service::{ParserConfig, ParserError, run};

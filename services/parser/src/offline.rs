@@ -11,14 +11,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use medlake_common::dataset::{self, Dataset, DatasetError};
+use medlake_common::dataset::{self, DatasetError};
 use medlake_common::facilities::{Registry, sha256_hex};
 use medlake_common::secret::Secret;
 
 use crate::archive::Limits;
 use crate::env::{EnvError, ParseEnv};
 use crate::error::{FileError, Reject};
-use crate::pipeline::{FileInput, FileSummary, ProcessError, RecordSink, process_file};
+use crate::pipeline::{
+    Delivery, FileInput, FileSummary, ProcessError, Record, RecordSink, process_file,
+};
 
 /// Facility id used when none is given.
 pub const DEFAULT_FACILITY: &str = "offline";
@@ -89,14 +91,15 @@ struct JsonLines<'a> {
 impl RecordSink for JsonLines<'_> {
     type Error = std::io::Error;
 
-    fn record(&mut self, dataset: &Dataset, key: &str, json: &[u8]) -> std::io::Result<()> {
+    fn record(&mut self, record: &Record<'_>) -> std::io::Result<Delivery> {
         write!(self.out, "{{\"dataset\":")?;
-        serde_json::to_writer(&mut *self.out, &dataset.name)?;
+        serde_json::to_writer(&mut *self.out, &record.dataset.name)?;
         write!(self.out, ",\"key\":")?;
-        serde_json::to_writer(&mut *self.out, key)?;
+        serde_json::to_writer(&mut *self.out, record.key)?;
         write!(self.out, ",\"record\":")?;
-        self.out.write_all(json)?;
-        writeln!(self.out, "}}")
+        self.out.write_all(record.json)?;
+        writeln!(self.out, "}}")?;
+        Ok(Delivery::Taken)
     }
 
     fn reject(&mut self, reject: &Reject) -> std::io::Result<()> {

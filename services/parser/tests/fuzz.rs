@@ -5,21 +5,23 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use medlake_common::dataset::{Dataset, load_dir};
+use medlake_common::dataset::load_dir;
 use medlake_common::facilities::Registry;
 use medlake_common::secret::Secret;
 use medlake_parser::archive::Limits;
-use medlake_parser::{FileInput, ParseEnv, ProcessError, RecordSink, Reject, process_file};
+use medlake_parser::{
+    Delivery, FileInput, ParseEnv, ProcessError, Record, RecordSink, Reject, process_file,
+};
 use proptest::prelude::*;
 
 struct Counting(u64, u64);
 
 impl RecordSink for Counting {
     type Error = std::convert::Infallible;
-    fn record(&mut self, _: &Dataset, _: &str, json: &[u8]) -> Result<(), Self::Error> {
-        serde_json::from_slice::<serde_json::Value>(json).expect("records are valid JSON");
+    fn record(&mut self, record: &Record<'_>) -> Result<Delivery, Self::Error> {
+        serde_json::from_slice::<serde_json::Value>(record.json).expect("records are valid JSON");
         self.0 += 1;
-        Ok(())
+        Ok(Delivery::Taken)
     }
     fn reject(&mut self, _: &Reject) -> Result<(), Self::Error> {
         self.1 += 1;

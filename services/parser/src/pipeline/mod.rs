@@ -36,42 +36,124 @@ pub struct FileInput<'a> {
     pub ingested_at: DateTime<Utc>,
 }
 
+/// Label of entries and rejects that belong to no data set (unrouted entries, whole
+/// files).
+pub const NO_DATASET: &str = "none";
+
+/// One record as the pipeline emits it, with what it knows about it, so a sink never
+/// reads anything back from the JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// The data set it belongs to.
+    pub dataset: &'a Dataset,
+    /// Name of its entry inside the archive (its `_entry`).
+    pub entry: &'a str,
+    /// Its 1-based position in the entry (its `_record_index`).
+    pub index: u64,
+    /// Its Kafka key.
+    pub key: &'a str,
+    /// Its JSON.
+    pub json: &'a [u8],
+}
+
+/// What a sink did with a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The sink took the record.
+    Taken,
+    /// The sink cannot take it (too large for the broker): the pipeline rejects the
+    /// record instead, with this code and message, and counts it as a reject.
+    Refused { code: ErrorCode, message: String },
+}
+
 /// Receives the pipeline's output, in order.
 pub trait RecordSink {
     /// What the sink can fail with (e.g. a Kafka produce error).
     type Error;
-    /// One record: its data set, its Kafka key and its JSON.
-    fn record(&mut self, dataset: &Dataset, key: &str, json: &[u8]) -> Result<(), Self::Error>;
+    /// One record.
+    fn record(&mut self, record: &Record<'_>) -> Result<Delivery, Self::Error>;
     /// One rejected entry or record.
     fn reject(&mut self, reject: &Reject) -> Result<(), Self::Error>;
 }
 
-/// What became of a file: the ledger's counters.
+/// What became of a file: the counters its ledger entry and metrics are built from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FileSummary {
     /// Entries found (after unpacking).
     pub entries: u64,
     /// Bytes they unpacked to.
     pub unpacked_bytes: u64,
-    /// Records emitted per data set.
+    /// Records the sink took, per data set (only data sets that got any).
     pub records: BTreeMap<String, u64>,
     /// Entries rejected whole (unrouted, undecodable, malformed, over the reject ratio).
     pub rejected_entries: u64,
-    /// Records rejected one by one.
+    /// Records rejected one by one (including those the sink refused).
     pub rejected_records: u64,
     /// Rejects (entries and records) per error code.
     pub rejects: BTreeMap<String, u64>,
+    /// Entries per data set they were routed to ([`NO_DATASET`] when unrouted).
+    pub entries_by_dataset: BTreeMap<String, u64>,
+    /// Rejects per data set ([`NO_DATASET`] for unrouted entries and whole files) and
+    /// error code.
+    pub rejects_by_dataset: BTreeMap<String, BTreeMap<ErrorCode, u64>>,
 }
 
 impl FileSummary {
-    /// Records emitted, all data sets together.
+    /// The summary of a file rejected whole with `code`: no entries, no records, one
+    /// reject.
+    pub fn rejected_file(code: ErrorCode) -> Self {
+        let mut summary = Self::default();
+        summary.count_reject(None, code);
+        summary
+    }
+
+    /// Records taken, all data sets together.
     pub fn total_records(&self) -> u64 {
         self.records.values().sum()
     }
 
     /// Whether anything was rejected.
     pub fn has_rejects(&self) -> bool {
-        self.rejected_entries + self.rejected_records > 0
+        !self.rejects.is_empty()
+    }
+
+    /// Rejects per error code, typed (as the ledger holds them).
+    pub fn rejects_by_code(&self) -> BTreeMap<ErrorCode, u64> {
+        let mut by_code = BTreeMap::new();
+        for codes in self.rejects_by_dataset.values() {
+            for (code, n) in codes {
+                *by_code.entry(*code).or_default() += n;
+            }
+        }
+        by_code
+    }
+
+    fn count_entry(&mut self, dataset: Option<&str>) {
+        bump(
+            &mut self.entries_by_dataset,
+            dataset.unwrap_or(NO_DATASET),
+            1,
+        );
+    }
+
+    fn count_reject(&mut self, dataset: Option<&str>, code: ErrorCode) {
+        bump(&mut self.rejects, code.as_str(), 1);
+        let dataset = dataset.unwrap_or(NO_DATASET);
+        let codes = match self.rejects_by_dataset.get_mut(dataset) {
+            Some(codes) => codes,
+            None => self.rejects_by_dataset.entry(dataset.into()).or_default(),
+        };
+        *codes.entry(code).or_default() += 1;
+    }
+}
+
+/// Adds `n` to `map[key]`, allocating the key only the first time.
+fn bump(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    match map.get_mut(key) {
+        Some(count) => *count += n,
+        None => {
+            map.insert(key.into(), n);
+        }
     }
 }
 
@@ -123,13 +205,6 @@ pub fn process_file<S: RecordSink>(
     Ok(summary)
 }
 
-fn count(summary: &mut FileSummary, code: ErrorCode) {
-    *summary
-        .rejects
-        .entry(code.as_str().to_string())
-        .or_default() += 1;
-}
-
 fn process_entry<S: RecordSink>(
     input: &FileInput<'_>,
     env: &ParseEnv,
@@ -138,28 +213,35 @@ fn process_entry<S: RecordSink>(
     sink: &mut S,
     summary: &mut FileSummary,
 ) -> Result<(), S::Error> {
-    let mut reject_entry =
-        |code: ErrorCode, dataset: Option<&str>, message: String, sink: &mut S| {
-            summary.rejected_entries += 1;
-            count(summary, code);
-            let r = Reject {
-                code,
-                dataset: dataset.map(str::to_string),
-                entry: entry.into(),
-                index: None,
-                field: None,
-                message,
-            };
-            sink.reject(&r)
+    let reject_entry = |code: ErrorCode,
+                        dataset: Option<&str>,
+                        message: String,
+                        sink: &mut S,
+                        summary: &mut FileSummary| {
+        summary.rejected_entries += 1;
+        summary.count_reject(dataset, code);
+        let r = Reject {
+            code,
+            dataset: dataset.map(str::to_string),
+            entry: entry.into(),
+            index: None,
+            field: None,
+            message,
         };
+        sink.reject(&r)
+    };
     let prepared = match env.route(input.facility_id, entry, bytes) {
         Ok(p) => p,
-        Err((code, message)) => return reject_entry(code, None, message, sink),
+        Err((code, message)) => {
+            summary.count_entry(None);
+            return reject_entry(code, None, message, sink, summary);
+        }
     };
     let name = prepared.dataset.name.as_str();
+    summary.count_entry(Some(name));
     let Some(text) = text::decode(bytes, prepared.dataset.encoding) else {
         let message = format!("entry is not valid {:?} text", prepared.dataset.encoding);
-        return reject_entry(ErrorCode::BadEncoding, Some(name), message, sink);
+        return reject_entry(ErrorCode::BadEncoding, Some(name), message, sink, summary);
     };
     let ctx = EntryContext {
         input,
@@ -171,7 +253,7 @@ fn process_entry<S: RecordSink>(
     let mut codes: BTreeMap<ErrorCode, u64> = BTreeMap::new();
     let checked = ctx.scan(
         &text,
-        &mut |outcome| {
+        &mut |_, outcome| {
             if let Err(r) = outcome {
                 *codes.entry(r.code).or_default() += 1;
             }
@@ -181,7 +263,7 @@ fn process_entry<S: RecordSink>(
     );
     let (good, bad) = match checked {
         Ok(Ok(counts)) => counts,
-        Ok(Err(e)) => return reject_entry(e.code, Some(name), e.message, sink),
+        Ok(Err(e)) => return reject_entry(e.code, Some(name), e.message, sink, summary),
         Err(e) => return Err(e),
     };
     let total = good + bad;
@@ -192,27 +274,50 @@ fn process_entry<S: RecordSink>(
             "{bad} of {total} records rejected ({}), more than max_reject_ratio {ratio}",
             by_code.join(", ")
         );
-        return reject_entry(ErrorCode::RejectRatioExceeded, Some(name), message, sink);
+        return reject_entry(
+            ErrorCode::RejectRatioExceeded,
+            Some(name),
+            message,
+            sink,
+            summary,
+        );
     }
     // Pass 2: emit.
-    let mut emitted = 0u64;
+    let mut taken = 0u64;
+    let mut reject_record = |r: Reject, sink: &mut S| {
+        summary.rejected_records += 1;
+        summary.count_reject(Some(name), r.code);
+        sink.reject(&r)
+    };
     let result = ctx.scan(
         &text,
-        &mut |outcome| match outcome {
+        &mut |index, outcome| match outcome {
             Ok((key, json)) => {
-                emitted += 1;
-                sink.record(&prepared.dataset, &key, &json)
+                let record = Record {
+                    dataset: &prepared.dataset,
+                    entry,
+                    index,
+                    key: &key,
+                    json: &json,
+                };
+                match sink.record(&record)? {
+                    Delivery::Taken => {
+                        taken += 1;
+                        Ok(())
+                    }
+                    Delivery::Refused { code, message } => {
+                        reject_record(ctx.reject(code, index, None, message), sink)
+                    }
+                }
             }
-            Err(r) => {
-                summary.rejected_records += 1;
-                count(summary, r.code);
-                sink.reject(&r)
-            }
+            Err(r) => reject_record(r, sink),
         },
         true,
     )?;
     debug_assert!(result.is_ok(), "second pass differs from the first");
-    *summary.records.entry(name.to_string()).or_default() += emitted;
+    if taken > 0 {
+        bump(&mut summary.records, name, taken);
+    }
     Ok(())
 }
 
@@ -229,11 +334,12 @@ struct EntryContext<'a> {
 
 impl EntryContext<'_> {
     /// Reads every record of the entry; `emit` builds the JSON (pass 2) or not (pass 1).
-    /// Returns (good, rejected) counts, or the entry error.
+    /// `on` gets each record's index and outcome. Returns (good, rejected) counts, or
+    /// the entry error.
     fn scan<E>(
         &self,
         text: &str,
-        on: &mut dyn FnMut(Outcome) -> Result<(), E>,
+        on: &mut dyn FnMut(u64, Outcome) -> Result<(), E>,
         emit: bool,
     ) -> Result<Result<(u64, u64), EntryError>, E> {
         let dataset = &self.prepared.dataset;
@@ -260,7 +366,7 @@ impl EntryContext<'_> {
             } else {
                 bad += 1
             }
-            on(outcome)?;
+            on(index, outcome)?;
         }
     }
 

@@ -16,11 +16,15 @@ pub(crate) struct VecSink {
 
 impl RecordSink for VecSink {
     type Error = std::convert::Infallible;
-    fn record(&mut self, dataset: &Dataset, key: &str, json: &[u8]) -> Result<(), Self::Error> {
-        let value = serde_json::from_slice(json).expect("record is valid JSON");
+    fn record(&mut self, record: &Record<'_>) -> Result<Delivery, Self::Error> {
+        let value: serde_json::Value =
+            serde_json::from_slice(record.json).expect("record is valid JSON");
+        // What the pipeline passes along is what the record says.
+        assert_eq!(value["_entry"], record.entry);
+        assert_eq!(value["_record_index"], record.index);
         self.records
-            .push((dataset.name.clone(), key.to_string(), value));
-        Ok(())
+            .push((record.dataset.name.clone(), record.key.to_string(), value));
+        Ok(Delivery::Taken)
     }
     fn reject(&mut self, reject: &Reject) -> Result<(), Self::Error> {
         self.rejects.push(reject.clone());
@@ -114,6 +118,74 @@ fn merge_records_have_keys_ops_lineage_and_pii() {
         (ErrorCode::BadInt, Some(3), Some("seq"))
     );
     assert!(!r.message.contains('x'));
+}
+
+/// Refuses every record, as the Kafka sink refuses one too large for the broker.
+#[derive(Default)]
+struct Refusing(Vec<Reject>);
+
+impl RecordSink for Refusing {
+    type Error = std::convert::Infallible;
+    fn record(&mut self, _: &Record<'_>) -> Result<Delivery, Self::Error> {
+        Ok(Delivery::Refused {
+            code: ErrorCode::MessageTooLarge,
+            message: "too large".into(),
+        })
+    }
+    fn reject(&mut self, reject: &Reject) -> Result<(), Self::Error> {
+        self.0.push(reject.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn refused_records_are_rejects_and_every_entry_is_counted_by_dataset() {
+    let z = testkit::zip(
+        &[("n.txt", b"1|a\n2|b\n"), ("x.bin", b"?")],
+        true,
+        Protection::None,
+    );
+    let input = FileInput {
+        file_id: "fid",
+        facility_id: "F1",
+        file_name: "f.zip",
+        bytes: &z,
+        ingested_at: Utc::now(),
+    };
+    let mut sink = Refusing::default();
+    let summary = process_file(&input, &env(""), &mut sink).unwrap();
+    assert!(summary.records.is_empty(), "{:?}", summary.records);
+    assert_eq!(summary.rejected_records, 2);
+    assert_eq!(summary.rejects["message_too_large"], 2);
+    assert_eq!(
+        summary.entries_by_dataset,
+        BTreeMap::from([("none".to_string(), 1), ("notes".to_string(), 1)])
+    );
+    assert_eq!(
+        summary.rejects_by_code(),
+        BTreeMap::from([(ErrorCode::NoDataset, 1), (ErrorCode::MessageTooLarge, 2)])
+    );
+    let refused: Vec<_> = sink
+        .0
+        .iter()
+        .filter(|r| r.code == ErrorCode::MessageTooLarge)
+        .map(|r| (r.dataset.as_deref(), r.entry.as_str(), r.index))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (Some("notes"), "n.txt", Some(1)),
+            (Some("notes"), "n.txt", Some(2))
+        ]
+    );
+
+    let file = FileSummary::rejected_file(ErrorCode::WrongPassword);
+    assert!(file.has_rejects());
+    assert_eq!((file.entries, file.total_records()), (0, 0));
+    assert_eq!(
+        file.rejects_by_code(),
+        BTreeMap::from([(ErrorCode::WrongPassword, 1)])
+    );
 }
 
 #[test]

@@ -53,11 +53,11 @@
 //! `medlake.payload_ref` to its raw-zone copy (written if missing).
 
 mod config;
+mod emit;
 mod input;
 pub mod known;
 mod outbox;
 pub mod replay;
-mod sink;
 mod topic_reader;
 mod worker;
 
@@ -154,7 +154,7 @@ pub async fn run(
         Registry::load(&ctx.facilities_file).map_err(|source| ParserError::Facilities {
             source: Box::new(source),
         })?;
-    let env = Arc::new(sink::parse_env(datasets, registry, &config)?);
+    let env = Arc::new(emit::parse_env(datasets, registry, &config)?);
     let raw = RawZone::open(&ctx.lake_uri).map_err(|source| ParserError::Lake {
         source: Box::new(source),
     })?;

@@ -1,25 +1,20 @@
 //! What one input message produces inside its transaction: records, dead
-//! letters and the ledger entry, with the counts that become the ledger entry
-//! and the metrics once the transaction commits.
+//! letters and the ledger entry. What they amount to is counted by the
+//! pipeline ([`crate::FileSummary`]), not here.
 //!
 //! Messages are handed to the producer as they come (the parse streams, no
 //! file-sized buffer); when the producer's queue is full the parse waits.
 //! Delivery results are not awaited one by one: `commit_transaction` flushes
 //! and fails if any message failed, and the whole transaction is retried.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use medlake_common::dead_letter::{DeadLetter, ErrorCode, Stage};
+use medlake_common::dead_letter::DeadLetter;
 use medlake_common::ingest::header::RECEIVED_AT;
 use medlake_common::ledger::LedgerEntry;
-use medlake_common::metrics;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-/// Label of metrics for files and entries not routed to a data set.
-pub const NO_DATASET: &str = "none";
 
 /// How long to wait for room in a full producer queue before trying again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
@@ -35,13 +30,7 @@ pub struct Outbox {
     /// the sink's file-to-table latency).
     record_headers: Option<OwnedHeaders>,
     /// Messages enqueued.
-    pub produced: u64,
-    /// Records produced, by data set.
-    pub records: BTreeMap<String, u64>,
-    /// Dead letters produced, by error code.
-    pub rejects: BTreeMap<ErrorCode, u64>,
-    /// Dead letters by (data set, stage, code), for metrics.
-    reject_labels: BTreeMap<(String, Stage, ErrorCode), u64>,
+    produced: u64,
 }
 
 impl Outbox {
@@ -52,9 +41,6 @@ impl Outbox {
             failed: None,
             record_headers: None,
             produced: 0,
-            records: BTreeMap::new(),
-            rejects: BTreeMap::new(),
-            reject_labels: BTreeMap::new(),
         }
     }
 
@@ -106,28 +92,16 @@ impl Outbox {
         }
     }
 
-    /// One record of `dataset` to its records topic; `Err` when it is too
-    /// large to send (the caller dead-letters it instead).
-    pub fn record(
-        &mut self,
-        topic: &str,
-        dataset: &str,
-        key: &[u8],
-        json: &[u8],
-    ) -> Result<(), KafkaError> {
+    /// One record to its records topic; `Err` when it is too large to send
+    /// (the caller dead-letters it instead).
+    pub fn record(&mut self, topic: &str, key: &[u8], json: &[u8]) -> Result<(), KafkaError> {
         if json.len() > self.max_record_bytes {
             return Err(KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageSizeTooLarge,
             ));
         }
         let headers = self.record_headers.clone();
-        self.send(topic, key, json, headers)?;
-        if let Some(n) = self.records.get_mut(dataset) {
-            *n += 1;
-        } else {
-            self.records.insert(dataset.to_string(), 1);
-        }
-        Ok(())
+        self.send(topic, key, json, headers)
     }
 
     /// One dead letter, keyed by the file id.
@@ -135,7 +109,6 @@ impl Outbox {
         &mut self,
         topic: &str,
         file_id: &str,
-        dataset: Option<&str>,
         dead_letter: &DeadLetter,
         payload: &[u8],
     ) {
@@ -149,13 +122,6 @@ impl Outbox {
             // does not fit, the transaction must not commit without it.
             self.failed = Some(error);
         }
-        *self.rejects.entry(dead_letter.code).or_default() += 1;
-        let label = (
-            dataset.unwrap_or(NO_DATASET).to_string(),
-            dead_letter.stage,
-            dead_letter.code,
-        );
-        *self.reject_labels.entry(label).or_default() += 1;
     }
 
     /// The ledger entry, keyed by the file id.
@@ -168,20 +134,6 @@ impl Outbox {
     /// The first enqueue error, if any: the transaction must not commit.
     pub fn take_error(&mut self) -> Option<KafkaError> {
         self.failed.take()
-    }
-
-    /// Counts the committed output in the metrics.
-    pub fn record_metrics(&self) {
-        for (dataset, n) in &self.records {
-            metrics::PARSER_RECORDS
-                .with_label_values(&[dataset.as_str()])
-                .inc_by(*n);
-        }
-        for ((dataset, stage, code), n) in &self.reject_labels {
-            metrics::PARSER_REJECTS
-                .with_label_values(&[dataset.as_str(), stage.as_str(), code.as_str()])
-                .inc_by(*n);
-        }
     }
 
     /// Whether the producer has a transaction in flight that produced nothing

@@ -20,12 +20,13 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
+use super::emit;
 use super::input::{self, Plan};
 use super::known::KnownFiles;
-use super::outbox::{NO_DATASET, Outbox};
-use super::sink;
+use super::outbox::Outbox;
 use super::{ParserConfig, ParserError};
 use crate::ParseEnv;
+use crate::pipeline::{FileSummary, NO_DATASET};
 
 /// The parser's consume-transform-produce loop.
 pub struct Worker {
@@ -52,8 +53,8 @@ struct Committed {
     entry: LedgerEntry,
     /// Time spent in `send_offsets_to_transaction` and `commit_transaction`.
     commit: Duration,
-    outbox: Outbox,
-    entries_by_dataset: Vec<(String, u64)>,
+    /// What the file amounted to (the ledger entry's counts come from it).
+    summary: FileSummary,
 }
 
 impl Worker {
@@ -165,18 +166,12 @@ impl Worker {
         let Committed {
             entry,
             commit,
-            outbox,
-            entries_by_dataset,
+            summary,
         } = done;
         if entry.status.is_settled() {
             self.known.insert(&entry.file_id);
         }
-        outbox.record_metrics();
-        for (dataset, n) in &entries_by_dataset {
-            metrics::PARSER_ENTRIES
-                .with_label_values(&[dataset.as_str()])
-                .inc_by(*n);
-        }
+        count_output(&summary);
         metrics::PARSER_FILES
             .with_label_values(&[entry.status.as_str()])
             .inc();
@@ -215,6 +210,27 @@ fn detach(message: &BorrowedMessage<'_>) -> (OwnedMessage, Bytes) {
         message.headers().map(|h| h.detach()),
     );
     (owned, inline)
+}
+
+/// Counts a committed file's entries, records and dead letters in the metrics.
+fn count_output(summary: &FileSummary) {
+    for (dataset, n) in &summary.entries_by_dataset {
+        metrics::PARSER_ENTRIES
+            .with_label_values(&[dataset.as_str()])
+            .inc_by(*n);
+    }
+    for (dataset, n) in &summary.records {
+        metrics::PARSER_RECORDS
+            .with_label_values(&[dataset.as_str()])
+            .inc_by(*n);
+    }
+    for (dataset, codes) in &summary.rejects_by_dataset {
+        for (code, n) in codes {
+            metrics::PARSER_REJECTS
+                .with_label_values(&[dataset.as_str(), code.stage().as_str(), code.as_str()])
+                .inc_by(*n);
+        }
+    }
 }
 
 fn kind_label(kind: ErrorKind) -> &'static str {
@@ -262,7 +278,7 @@ impl Txn {
         group: &ConsumerGroupMetadata,
     ) -> Result<Committed, ParserError> {
         let mut outbox = self.begin()?;
-        let mut entries_by_dataset = Vec::new();
+        let mut summary = FileSummary::default();
         let mut entry = match plan {
             Plan::Duplicate { headers, bytes } => {
                 let mut entry = input::ledger_entry(&headers, bytes);
@@ -274,14 +290,15 @@ impl Txn {
                 dead_letter,
                 bytes,
             } => {
+                summary = FileSummary::rejected_file(dead_letter.code);
                 self.dead_letter_file(&mut outbox, &entry, *dead_letter, bytes)?;
                 *entry
             }
             Plan::Parse { headers, bytes } => {
-                let mut entry = input::ledger_entry(&headers, bytes.len() as u64);
+                let entry = input::ledger_entry(&headers, bytes.len() as u64);
                 let template = DeadLetter::new(ErrorCode::CorruptArchive, "", self.origin.clone())
                     .with_input_headers(message.headers());
-                let parsed = sink::parse(
+                let parsed = emit::parse(
                     &self.env,
                     &self.topics,
                     &headers,
@@ -290,10 +307,7 @@ impl Txn {
                     &mut outbox,
                 );
                 match parsed {
-                    Ok(summary) => {
-                        entry.entries = summary.entries;
-                        entries_by_dataset = summary.entries_by_dataset;
-                    }
+                    Ok(parsed) => summary = parsed,
                     Err(failure) => {
                         if !outbox.is_empty() {
                             // Records of a file rejected as a whole never leave.
@@ -305,6 +319,7 @@ impl Txn {
                                 .inc();
                             outbox = self.begin()?;
                         }
+                        summary = FileSummary::rejected_file(failure.code);
                         let mut dead_letter = template;
                         dead_letter.code = failure.code;
                         dead_letter.stage = failure.code.stage();
@@ -315,8 +330,9 @@ impl Txn {
                 entry
             }
         };
-        entry.records = outbox.records.clone();
-        entry.rejects = outbox.rejects.clone();
+        entry.entries = summary.entries;
+        entry.records = summary.records.clone();
+        entry.rejects = summary.rejects_by_code();
         if entry.status != FileStatus::Duplicate {
             entry.settle_status();
         }
@@ -345,8 +361,7 @@ impl Txn {
         Ok(Committed {
             entry,
             commit: commit_started.elapsed(),
-            outbox,
-            entries_by_dataset,
+            summary,
         })
     }
 
@@ -405,13 +420,7 @@ impl Txn {
             message = dead_letter.message,
             "File rejected."
         );
-        outbox.dead_letter(
-            &self.topics.dlq(),
-            &entry.file_id,
-            None,
-            &dead_letter,
-            &payload,
-        );
+        outbox.dead_letter(&self.topics.dlq(), &entry.file_id, &dead_letter, &payload);
         Ok(())
     }
 
