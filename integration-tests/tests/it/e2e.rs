@@ -166,10 +166,10 @@ impl Pipeline {
                 format!("{}-sink", self.topics.prefix),
             )
             .env("MEDLAKE_SINK__FLUSH_INTERVAL_MS", "500")
-            .env("MEDLAKE_SINK__RETRY_BACKOFF_MS", "200")
-            .env("MEDLAKE_SINK__MAX_RETRY_BACKOFF_MS", "2000")
-            .env("MEDLAKE_FTP_CONNECTOR__BACKOFF_INITIAL_MS", "200")
-            .env("MEDLAKE_FTP_CONNECTOR__BACKOFF_MAX_MS", "2000")
+            .env("MEDLAKE_SINK__RETRY_BACKOFF_INITIAL_MS", "200")
+            .env("MEDLAKE_SINK__RETRY_BACKOFF_MAX_MS", "2000")
+            .env("MEDLAKE_FTP_CONNECTOR__RETRY_BACKOFF_INITIAL_MS", "200")
+            .env("MEDLAKE_FTP_CONNECTOR__RETRY_BACKOFF_MAX_MS", "2000")
             .env(
                 "MEDLAKE_API_CONNECTOR__LISTEN",
                 format!("127.0.0.1:{}", self.api_port),

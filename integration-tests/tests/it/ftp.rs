@@ -97,8 +97,8 @@ impl Connector {
             .env("MEDLAKE_FACILITIES_FILE", dir.join("facilities.yaml"))
             .env("MEDLAKE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
             .env("MEDLAKE_LOG__FORMAT", "json")
-            .env("MEDLAKE_FTP_CONNECTOR__BACKOFF_INITIAL_MS", "200")
-            .env("MEDLAKE_FTP_CONNECTOR__BACKOFF_MAX_MS", "1000")
+            .env("MEDLAKE_FTP_CONNECTOR__RETRY_BACKOFF_INITIAL_MS", "200")
+            .env("MEDLAKE_FTP_CONNECTOR__RETRY_BACKOFF_MAX_MS", "1000")
             .env("RUST_LOG", "info,medlake_ftp_connector=debug")
             .env("NO_COLOR", "1")
             .stderr(log_file);

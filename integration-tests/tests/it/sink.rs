@@ -121,8 +121,8 @@ impl World {
             .env("MEDLAKE_SINK__CONSUMER_GROUP", &self.group)
             .env("MEDLAKE_SINK__MAX_BATCH_ROWS", "150")
             .env("MEDLAKE_SINK__FLUSH_INTERVAL_MS", "300")
-            .env("MEDLAKE_SINK__RETRY_BACKOFF_MS", "100")
-            .env("MEDLAKE_SINK__DELTA__COMMIT_BACKOFF_MS", "20")
+            .env("MEDLAKE_SINK__RETRY_BACKOFF_INITIAL_MS", "100")
+            .env("MEDLAKE_SINK__DELTA__COMMIT_BACKOFF_INITIAL_MS", "20")
             .env(
                 "RUST_LOG",
                 std::env::var("MEDLAKE_TEST_LOG").unwrap_or_else(|_| "warn".into()),

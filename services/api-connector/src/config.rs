@@ -47,11 +47,11 @@ pub struct PullConfig {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// First retry delay, in milliseconds; doubled per attempt, with full jitter.
-    #[serde(default = "default_backoff_initial_ms")]
-    pub backoff_initial_ms: u64,
+    #[serde(default = "default_retry_backoff_initial_ms")]
+    pub retry_backoff_initial_ms: u64,
     /// Ceiling of the retry delay, in milliseconds.
-    #[serde(default = "default_backoff_max_ms")]
-    pub backoff_max_ms: u64,
+    #[serde(default = "default_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
     /// Largest page or file downloaded, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_file_bytes: usize,
@@ -75,10 +75,10 @@ fn default_request_timeout_ms() -> u64 {
 fn default_max_attempts() -> u32 {
     5
 }
-fn default_backoff_initial_ms() -> u64 {
+fn default_retry_backoff_initial_ms() -> u64 {
     200
 }
-fn default_backoff_max_ms() -> u64 {
+fn default_retry_backoff_max_ms() -> u64 {
     30_000
 }
 
@@ -100,8 +100,8 @@ impl Default for PullConfig {
         Self {
             request_timeout_ms: default_request_timeout_ms(),
             max_attempts: default_max_attempts(),
-            backoff_initial_ms: default_backoff_initial_ms(),
-            backoff_max_ms: default_backoff_max_ms(),
+            retry_backoff_initial_ms: default_retry_backoff_initial_ms(),
+            retry_backoff_max_ms: default_retry_backoff_max_ms(),
             max_file_bytes: default_max_body_bytes(),
         }
     }

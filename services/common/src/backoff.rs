@@ -20,6 +20,15 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// From the one configuration shape every component uses:
+    /// `<what>_backoff_initial_ms` and `<what>_backoff_max_ms`.
+    pub fn from_ms(initial_ms: u64, max_ms: u64) -> Self {
+        Self::new(
+            Duration::from_millis(initial_ms),
+            Duration::from_millis(max_ms),
+        )
+    }
+
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,

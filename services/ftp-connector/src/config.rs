@@ -12,11 +12,11 @@ pub struct FtpConnectorConfig {
     #[serde(default)]
     pub ingest: IngestConfig,
     /// First delay before retrying a failing endpoint, in milliseconds.
-    #[serde(default = "default_backoff_initial_ms")]
-    pub backoff_initial_ms: u64,
+    #[serde(default = "default_retry_backoff_initial_ms")]
+    pub retry_backoff_initial_ms: u64,
     /// Longest delay between retries of a failing endpoint, in milliseconds.
-    #[serde(default = "default_backoff_max_ms")]
-    pub backoff_max_ms: u64,
+    #[serde(default = "default_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
     /// Number of connector replicas sharing the endpoints. Each endpoint is
     /// polled by exactly one replica, chosen by a hash of its id.
     #[serde(default = "default_shard_count")]
@@ -26,10 +26,10 @@ pub struct FtpConnectorConfig {
     pub shard_index: u32,
 }
 
-fn default_backoff_initial_ms() -> u64 {
+fn default_retry_backoff_initial_ms() -> u64 {
     1_000
 }
-fn default_backoff_max_ms() -> u64 {
+fn default_retry_backoff_max_ms() -> u64 {
     300_000
 }
 fn default_shard_count() -> u32 {
@@ -40,8 +40,8 @@ impl Default for FtpConnectorConfig {
     fn default() -> Self {
         Self {
             ingest: IngestConfig::default(),
-            backoff_initial_ms: default_backoff_initial_ms(),
-            backoff_max_ms: default_backoff_max_ms(),
+            retry_backoff_initial_ms: default_retry_backoff_initial_ms(),
+            retry_backoff_max_ms: default_retry_backoff_max_ms(),
             shard_count: default_shard_count(),
             shard_index: 0,
         }
@@ -57,8 +57,8 @@ impl FtpConnectorConfig {
                 self.shard_index, self.shard_count
             ));
         }
-        if self.backoff_initial_ms == 0 {
-            return Err("backoff_initial_ms must be positive".to_string());
+        if self.retry_backoff_initial_ms == 0 {
+            return Err("retry_backoff_initial_ms must be positive".to_string());
         }
         Ok(())
     }
@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(c, FtpConnectorConfig::default());
         c.validate().unwrap();
         let c: FtpConnectorConfig =
-            serde_yaml::from_str("ingest: { inline_limit_bytes: 10 }\nbackoff_max_ms: 5\n")
+            serde_yaml::from_str("ingest: { inline_limit_bytes: 10 }\nretry_backoff_max_ms: 5\n")
                 .unwrap();
         assert_eq!(c.ingest.inline_limit_bytes, 10);
         assert!(serde_yaml::from_str::<FtpConnectorConfig>("backoff_ms: 1").is_err());

@@ -33,7 +33,6 @@ mod stability;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use medlake_common::endpoints::ftp::FtpEndpoint;
 use medlake_common::facilities::Registry;
@@ -63,9 +62,9 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     for (facility_id, endpoint) in endpoints {
         let id = endpoint.id.clone();
-        let backoff = medlake_common::backoff::Backoff::new(
-            Duration::from_millis(config.backoff_initial_ms),
-            Duration::from_millis(config.backoff_max_ms),
+        let backoff = medlake_common::backoff::Backoff::from_ms(
+            config.retry_backoff_initial_ms,
+            config.retry_backoff_max_ms,
         );
         let worker = endpoint::Worker::new(facility_id, endpoint, ingestor.clone(), backoff);
         let stop = stop.clone();

@@ -74,10 +74,7 @@ impl Fetcher {
             .build()?;
         Ok(Self {
             client,
-            backoff: Backoff::new(
-                Duration::from_millis(config.backoff_initial_ms),
-                Duration::from_millis(config.backoff_max_ms),
-            ),
+            backoff: Backoff::from_ms(config.retry_backoff_initial_ms, config.retry_backoff_max_ms),
             max_attempts: config.max_attempts.max(1),
             max_bytes: config.max_file_bytes,
         })
@@ -212,8 +209,8 @@ mod tests {
         Fetcher::new(&PullConfig {
             request_timeout_ms: 300,
             max_attempts,
-            backoff_initial_ms: 1,
-            backoff_max_ms: 5,
+            retry_backoff_initial_ms: 1,
+            retry_backoff_max_ms: 5,
             max_file_bytes,
         })
         .unwrap()

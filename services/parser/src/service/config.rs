@@ -26,11 +26,11 @@ pub struct ParserConfig {
     pub transaction_call_timeout_ms: u64,
     /// First wait before retrying a file after a retryable failure, in
     /// milliseconds; doubles on each further failure.
-    #[serde(default = "default_retry_initial_backoff_ms")]
-    pub retry_initial_backoff_ms: u64,
+    #[serde(default = "default_retry_backoff_initial_ms")]
+    pub retry_backoff_initial_ms: u64,
     /// Longest wait between retries, in milliseconds.
-    #[serde(default = "default_retry_max_backoff_ms")]
-    pub retry_max_backoff_ms: u64,
+    #[serde(default = "default_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
     /// File ids settled (`processed` / `partial`) within this many days are
     /// remembered to recognise duplicates; older ledger entries are not
     /// loaded. Memory: about 60 bytes per file id.
@@ -70,10 +70,10 @@ fn default_group_id() -> String {
 fn default_transaction_call_timeout_ms() -> u64 {
     60_000
 }
-fn default_retry_initial_backoff_ms() -> u64 {
+fn default_retry_backoff_initial_ms() -> u64 {
     500
 }
-fn default_retry_max_backoff_ms() -> u64 {
+fn default_retry_backoff_max_ms() -> u64 {
     30_000
 }
 fn default_dedupe_window_days() -> u32 {
@@ -98,8 +98,8 @@ impl Default for ParserConfig {
             group_id: default_group_id(),
             transactional_id: None,
             transaction_call_timeout_ms: default_transaction_call_timeout_ms(),
-            retry_initial_backoff_ms: default_retry_initial_backoff_ms(),
-            retry_max_backoff_ms: default_retry_max_backoff_ms(),
+            retry_backoff_initial_ms: default_retry_backoff_initial_ms(),
+            retry_backoff_max_ms: default_retry_backoff_max_ms(),
             dedupe_window_days: default_dedupe_window_days(),
             ledger_load_timeout_ms: default_ledger_load_timeout_ms(),
             dead_letter_inline_max_bytes: default_dead_letter_inline_max_bytes(),

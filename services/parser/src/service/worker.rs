@@ -60,10 +60,10 @@ struct Committed {
 impl Worker {
     /// Consumes until `shutdown` or a fatal error.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ParserError> {
-        let initial = Duration::from_millis(self.config.retry_initial_backoff_ms.max(1));
+        let initial = Duration::from_millis(self.config.retry_backoff_initial_ms.max(1));
         let mut backoff = Backoff::new(
             initial,
-            Duration::from_millis(self.config.retry_max_backoff_ms),
+            Duration::from_millis(self.config.retry_backoff_max_ms),
         );
         let mut consume_backoff = Backoff::new(initial, MAX_CONSUME_ERROR_PAUSE);
         loop {

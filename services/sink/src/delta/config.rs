@@ -15,11 +15,11 @@ pub struct DeltaConfig {
     #[serde(default = "default_max_commit_attempts")]
     pub max_commit_attempts: u32,
     /// First back-off between commit attempts; doubles per attempt.
-    #[serde(default = "default_commit_backoff_ms")]
-    pub commit_backoff_ms: u64,
+    #[serde(default = "default_commit_backoff_initial_ms")]
+    pub commit_backoff_initial_ms: u64,
     /// Upper bound of the back-off between commit attempts.
-    #[serde(default = "default_max_commit_backoff_ms")]
-    pub max_commit_backoff_ms: u64,
+    #[serde(default = "default_commit_backoff_max_ms")]
+    pub commit_backoff_max_ms: u64,
     /// Target size of the Parquet files the writer produces.
     #[serde(default = "default_target_file_size_bytes")]
     pub target_file_size_bytes: u64,
@@ -33,11 +33,11 @@ fn default_max_commit_attempts() -> u32 {
     8
 }
 
-fn default_commit_backoff_ms() -> u64 {
+fn default_commit_backoff_initial_ms() -> u64 {
     100
 }
 
-fn default_max_commit_backoff_ms() -> u64 {
+fn default_commit_backoff_max_ms() -> u64 {
     5_000
 }
 
@@ -50,8 +50,8 @@ impl Default for DeltaConfig {
         Self {
             checkpoint_interval: default_checkpoint_interval(),
             max_commit_attempts: default_max_commit_attempts(),
-            commit_backoff_ms: default_commit_backoff_ms(),
-            max_commit_backoff_ms: default_max_commit_backoff_ms(),
+            commit_backoff_initial_ms: default_commit_backoff_initial_ms(),
+            commit_backoff_max_ms: default_commit_backoff_max_ms(),
             target_file_size_bytes: default_target_file_size_bytes(),
         }
     }
@@ -60,10 +60,9 @@ impl Default for DeltaConfig {
 impl DeltaConfig {
     /// Back-off after failed attempt number `attempt` (1-based).
     pub(crate) fn backoff(&self, attempt: u32) -> std::time::Duration {
-        use std::time::Duration;
-        medlake_common::backoff::Backoff::new(
-            Duration::from_millis(self.commit_backoff_ms),
-            Duration::from_millis(self.max_commit_backoff_ms),
+        medlake_common::backoff::Backoff::from_ms(
+            self.commit_backoff_initial_ms,
+            self.commit_backoff_max_ms,
         )
         .ceiling(attempt.saturating_sub(1))
     }

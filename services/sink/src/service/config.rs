@@ -42,11 +42,11 @@ pub struct SinkConfig {
     pub max_dead_letter_payload_bytes: usize,
     /// First pause after a retryable failure (storage or broker
     /// unavailable); doubles per failure of the same batch.
-    #[serde(default = "default_retry_backoff_ms")]
-    pub retry_backoff_ms: u64,
+    #[serde(default = "default_retry_backoff_initial_ms")]
+    pub retry_backoff_initial_ms: u64,
     /// Longest pause between retries of a batch.
-    #[serde(default = "default_max_retry_backoff_ms")]
-    pub max_retry_backoff_ms: u64,
+    #[serde(default = "default_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
     /// Where a partition starts when its table holds no offset for it (a
     /// new table, or one lost, restored or recreated): `earliest` (every
     /// row Kafka still retains), `latest` (only new messages) or `group`
@@ -87,11 +87,11 @@ fn default_max_dead_letter_payload_bytes() -> usize {
     1024 * 1024
 }
 
-fn default_retry_backoff_ms() -> u64 {
+fn default_retry_backoff_initial_ms() -> u64 {
     500
 }
 
-fn default_max_retry_backoff_ms() -> u64 {
+fn default_retry_backoff_max_ms() -> u64 {
     30_000
 }
 
@@ -104,8 +104,8 @@ impl Default for SinkConfig {
             max_batch_bytes: default_max_batch_bytes(),
             flush_interval_ms: default_flush_interval_ms(),
             max_dead_letter_payload_bytes: default_max_dead_letter_payload_bytes(),
-            retry_backoff_ms: default_retry_backoff_ms(),
-            max_retry_backoff_ms: default_max_retry_backoff_ms(),
+            retry_backoff_initial_ms: default_retry_backoff_initial_ms(),
+            retry_backoff_max_ms: default_retry_backoff_max_ms(),
             untracked_partition_start: UntrackedStart::default(),
             resume_past_offset_gaps: false,
             delta: DeltaConfig::default(),
@@ -121,11 +121,8 @@ impl SinkConfig {
 
     /// Pause after the `failures`-th consecutive retryable failure (1-based).
     pub fn retry_backoff(&self, failures: u32) -> Duration {
-        Backoff::new(
-            Duration::from_millis(self.retry_backoff_ms),
-            Duration::from_millis(self.max_retry_backoff_ms),
-        )
-        .ceiling(failures.saturating_sub(1))
+        Backoff::from_ms(self.retry_backoff_initial_ms, self.retry_backoff_max_ms)
+            .ceiling(failures.saturating_sub(1))
     }
 }
 
