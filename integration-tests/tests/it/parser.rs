@@ -14,10 +14,10 @@ use medlake_common::config::TopicsConfig;
 use medlake_common::ingest::{IngestConfig, Ingestor, RawFile, RawZone, Source};
 use medlake_common::ledger::{FileStatus, LedgerEntry};
 use medlake_common::{dataset, kafka, topics};
+use medlake_datagen::pack::{self, Protection};
 use medlake_integration_tests::{
     ChildGuard, assert_no_more, kafka_config, medlake, read_topic, repo_root, topics_config, unique,
 };
-use medlake_parser::testkit::{self, Protection};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -185,14 +185,14 @@ fn one_zip_per_dataset() -> Vec<(&'static str, &'static str, Vec<u8>, &'static s
         (
             "F1",
             "adt.zip",
-            testkit::zip(&[("adt_20240301.csv", &adt)], true, Protection::None),
+            pack::zip(&[("adt_20240301.csv", &adt)], true, Protection::None),
             "adt_events",
             7,
         ),
         (
             "F2",
             "census.zip",
-            testkit::zip(
+            pack::zip(
                 &[("census_0800.txt", &census)],
                 true,
                 Protection::Aes256(F2_PASSWORD),
@@ -203,14 +203,14 @@ fn one_zip_per_dataset() -> Vec<(&'static str, &'static str, Vec<u8>, &'static s
         (
             "F1",
             "labs.zip",
-            testkit::zip(&lab_entries, true, Protection::None),
+            pack::zip(&lab_entries, true, Protection::None),
             "lab_results",
             20,
         ),
         (
             "F2",
             "patients.zip",
-            testkit::zip(
+            pack::zip(
                 &[("extract/patients_1.csv", &patients)],
                 true,
                 Protection::ZipCrypto(F2_PASSWORD),
@@ -315,7 +315,7 @@ async fn parser_publishes_each_data_set_exactly_once() {
 #[tokio::test]
 async fn a_republished_file_is_a_duplicate_and_adds_no_records() {
     let world = World::new().await;
-    let bytes = testkit::zip(&[("adt_dup.csv", &adt_csv("D", 4))], true, Protection::None);
+    let bytes = pack::zip(&[("adt_dup.csv", &adt_csv("D", 4))], true, Protection::None);
     let first = world.publish("F1", "adt.zip", bytes.clone()).await;
     let mut parser = ChildGuard::spawn(world.parser());
     let topic = world.topics.records("adt_events");
@@ -345,21 +345,21 @@ async fn a_republished_file_is_a_duplicate_and_adds_no_records() {
 #[tokio::test]
 async fn bad_archives_are_dead_lettered_and_the_next_file_flows() {
     let world = World::new().await;
-    let good = testkit::zip(&[("adt_ok.csv", &adt_csv("G", 3))], true, Protection::None);
-    let mut corrupt = testkit::zip(&[("adt_x.csv", &adt_csv("C", 50))], true, Protection::None);
+    let good = pack::zip(&[("adt_ok.csv", &adt_csv("G", 3))], true, Protection::None);
+    let mut corrupt = pack::zip(&[("adt_x.csv", &adt_csv("C", 50))], true, Protection::None);
     corrupt.truncate(corrupt.len() / 2);
-    let wrong_password = testkit::zip(
+    let wrong_password = pack::zip(
         &[("adt_w.csv", &adt_csv("W", 3))],
         true,
         Protection::Aes256("not-the-password"),
     );
-    let no_password = testkit::zip(
+    let no_password = pack::zip(
         &[("adt_n.csv", &adt_csv("N", 3))],
         true,
         Protection::ZipCrypto("whatever"),
     );
     let zeros = vec![b'0'; 64 * 1024 * 1024];
-    let bomb = testkit::zip(&[("adt_bomb.csv", &zeros)], true, Protection::None);
+    let bomb = pack::zip(&[("adt_bomb.csv", &zeros)], true, Protection::None);
     drop(zeros);
 
     let cases = [
@@ -428,7 +428,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let mut expected = BTreeSet::new();
     for f in 0..FILES {
         let entry = format!("adt_{f:03}.csv");
-        let bytes = testkit::zip(
+        let bytes = pack::zip(
             &[(&entry, &adt_csv(&format!("K{f}"), ROWS))],
             true,
             Protection::None,
@@ -499,7 +499,7 @@ async fn a_bad_row_and_an_unknown_entry_reject_only_themselves() {
     csv.extend_from_slice(
         b"ENC-B-99999,MRN9,A01,SECRET-VALUE,2024-03-01 08:00:00,W1,B1,ER,1234567890,\r\n",
     );
-    let zip = testkit::zip(
+    let zip = pack::zip(
         &[("adt_bad_row.csv", &csv), ("notes/readme.txt", b"hello")],
         true,
         Protection::None,
@@ -547,7 +547,7 @@ async fn a_bad_row_and_an_unknown_entry_reject_only_themselves() {
 #[tokio::test]
 async fn a_dead_lettered_file_is_replayed_once_its_cause_is_fixed() {
     let world = World::new().await;
-    let bytes = testkit::zip(
+    let bytes = pack::zip(
         &[("adt_late.csv", &adt_csv("R", 5))],
         true,
         Protection::Aes128(F3_PASSWORD),
@@ -622,7 +622,7 @@ async fn parser_rss_on_a_40_mb_zip() {
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    let zip = testkit::zip(&refs, true, Protection::None);
+    let zip = pack::zip(&refs, true, Protection::None);
     let zip_mb = zip.len() as f64 / 1e6;
     drop(entries);
     let file_id = world.publish("F1", "big.zip", zip).await;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, NaiveTime};
-use medlake_parser::testkit;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -15,6 +14,7 @@ use crate::error::GenError;
 use crate::facilities::{self, GenFacility, Protection};
 use crate::feeds::{self, Entry, Expect, FacilityState, Feed};
 use crate::manifest::{BadKind, Container, FileEntry, Manifest, Totals};
+use crate::pack;
 use crate::plan::{self, Planned, Volume};
 
 /// Text entries above this packed size are split into several entries (each with its
@@ -292,7 +292,7 @@ fn write_file(
     let mut file_rejected = None;
     let bytes = if gzip {
         protection = Protection::None;
-        testkit::gzip(&entries[0].bytes)
+        pack::gzip(&entries[0].bytes)
     } else {
         let password = match p.bad {
             Some(BadKind::WrongPassword) => {
@@ -309,19 +309,19 @@ fn write_file(
             _ => facility.password(rng).map(str::to_string),
         };
         let kit = match (protection, password.as_deref()) {
-            (Protection::Zipcrypto, Some(pw)) => testkit::Protection::ZipCrypto(pw),
-            (Protection::Aes128, Some(pw)) => testkit::Protection::Aes128(pw),
-            (Protection::Aes256, Some(pw)) => testkit::Protection::Aes256(pw),
+            (Protection::Zipcrypto, Some(pw)) => pack::Protection::ZipCrypto(pw),
+            (Protection::Aes128, Some(pw)) => pack::Protection::Aes128(pw),
+            (Protection::Aes256, Some(pw)) => pack::Protection::Aes256(pw),
             _ => {
                 protection = Protection::None;
-                testkit::Protection::None
+                pack::Protection::None
             }
         };
         let refs: Vec<(&str, &[u8])> = entries
             .iter()
             .map(|e| (e.name.as_str(), e.bytes.as_slice()))
             .collect();
-        let mut zip = testkit::zip(&refs, true, kit);
+        let mut zip = pack::zip(&refs, true, kit);
         if p.bad == Some(BadKind::CorruptZip) {
             // Cut the central directory off: the archive cannot be opened.
             zip.truncate(zip.len() * 2 / 3);

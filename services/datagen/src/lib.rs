@@ -28,6 +28,7 @@ pub mod feeds;
 mod generate;
 mod ledger;
 pub mod manifest;
+pub mod pack;
 pub mod plan;
 pub mod reconcile;
 

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use medlake_parser::testkit::{self, Protection};
+use medlake_datagen::pack::{self, Protection};
 
 fn lab_result(i: usize) -> String {
     // Result 7 has no LOINC code: a record reject (missing_required).
@@ -55,7 +55,7 @@ fn main() {
     let adt = src("adt_20240301.csv");
     write(
         "adt_F001_20240301.zip",
-        testkit::zip(
+        pack::zip(
             &[("adt_20240301.csv", &adt)],
             true,
             Protection::ZipCrypto("spring-2024"),
@@ -64,13 +64,13 @@ fn main() {
 
     write(
         "census_F002_20240301.txt.gz",
-        testkit::gzip(&src("census_20240301.txt")),
+        pack::gzip(&src("census_20240301.txt")),
     );
 
     let fixed = src("bedcensus_0301.dat");
     write(
         "BEDCENSUS_F003_20240301.zip",
-        testkit::zip(
+        pack::zip(
             &[("extract/bedcensus_0301.dat", &fixed)],
             false,
             Protection::None,
@@ -86,17 +86,17 @@ fn main() {
         .collect();
     write(
         "labs_F001_20240301.zip",
-        testkit::zip(&entries, true, Protection::Aes256("winter-2023")),
+        pack::zip(&entries, true, Protection::Aes256("winter-2023")),
     );
 
-    let inner = testkit::zip(
+    let inner = pack::zip(
         &[("patients_20240301.csv", &src("patients_20240301.csv"))],
         true,
         Protection::Aes128("fac2-pass"),
     );
     write(
         "patients_F002_20240301.zip",
-        testkit::zip(
+        pack::zip(
             &[("inner/patients_full.zip", &inner)],
             true,
             Protection::Aes128("fac2-pass"),

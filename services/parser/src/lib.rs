@@ -16,7 +16,6 @@ mod formats;
 pub mod offline;
 pub mod pipeline;
 pub mod service;
-pub mod testkit;
 pub mod text;
 
 pub use env::{EnvError, ParseEnv};

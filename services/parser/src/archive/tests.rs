@@ -1,7 +1,7 @@
 use medlake_common::secret::Secret;
+use medlake_datagen::pack::{self, Protection};
 
 use super::*;
-use crate::testkit::{self, Protection};
 
 fn secrets(p: &[&str]) -> Vec<Secret> {
     p.iter().map(|s| Secret::new(*s)).collect()
@@ -46,7 +46,7 @@ fn plain_file_is_one_entry() {
 #[test]
 fn gzip_strips_its_suffix() {
     assert_eq!(
-        ok("census.txt.gz", &testkit::gzip(b"hello"), &[]),
+        ok("census.txt.gz", &pack::gzip(b"hello"), &[]),
         [pair("census.txt", "hello")]
     );
 }
@@ -54,7 +54,7 @@ fn gzip_strips_its_suffix() {
 #[test]
 fn zip_stored_and_deflate_with_subfolders() {
     for deflate in [false, true] {
-        let z = testkit::zip(
+        let z = pack::zip(
             &[
                 ("a.csv", b"1"),
                 ("sub/dir/b.xml", b"<a/>"),
@@ -77,7 +77,7 @@ fn passwords_are_tried_in_turn() {
         Protection::Aes128("right"),
         Protection::Aes256("right"),
     ] {
-        let z = testkit::zip(
+        let z = pack::zip(
             &[("a.csv", b"secret data"), ("b.csv", b"more")],
             true,
             protection,
@@ -103,7 +103,7 @@ fn passwords_are_tried_in_turn() {
 #[test]
 fn zipcrypto_check_byte_collisions_count_as_wrong() {
     // Among many wrong passwords some pass ZipCrypto's one-byte check; all must fail.
-    let z = testkit::zip(
+    let z = pack::zip(
         &[("a.csv", &[b'x'; 4000])],
         true,
         Protection::ZipCrypto("right"),
@@ -118,8 +118,8 @@ fn zipcrypto_check_byte_collisions_count_as_wrong() {
 
 #[test]
 fn zip_inside_zip_one_level() {
-    let inner = testkit::zip(&[("p.csv", b"in")], true, Protection::Aes256("pw"));
-    let outer = testkit::zip(
+    let inner = pack::zip(&[("p.csv", b"in")], true, Protection::Aes256("pw"));
+    let outer = pack::zip(
         &[("inner/data.zip", &inner), ("top.csv", b"top")],
         true,
         Protection::ZipCrypto("pw"),
@@ -128,9 +128,9 @@ fn zip_inside_zip_one_level() {
         ok("o.zip", &outer, &["pw"]),
         [pair("inner/data.zip/p.csv", "in"), pair("top.csv", "top")]
     );
-    let gz = testkit::gzip(&inner);
+    let gz = pack::gzip(&inner);
     assert_eq!(ok("x.zip.gz", &gz, &["pw"]), [pair("x.zip/p.csv", "in")]);
-    let deeper = testkit::zip(&[("o.zip", &outer)], false, Protection::None);
+    let deeper = pack::zip(&[("o.zip", &outer)], false, Protection::None);
     assert_eq!(
         entries("d.zip", &deeper, &["pw"], &Limits::default()),
         Err("nesting_too_deep")
@@ -139,7 +139,7 @@ fn zip_inside_zip_one_level() {
 
 #[test]
 fn corrupt_archives_are_reported() {
-    let z = testkit::zip(&[("a.csv", &[b'a'; 10_000])], true, Protection::None);
+    let z = pack::zip(&[("a.csv", &[b'a'; 10_000])], true, Protection::None);
     assert_eq!(
         entries("x.zip", &z[..z.len() / 2], &[], &Limits::default()),
         Err("corrupt_archive")
@@ -169,7 +169,7 @@ fn corrupt_archives_are_reported() {
 #[test]
 fn bombs_hit_the_limits_on_bytes_read() {
     let zeros = vec![0u8; 4 * 1024 * 1024];
-    let bomb = testkit::zip(&[("zeros.csv", &zeros)], true, Protection::None);
+    let bomb = pack::zip(&[("zeros.csv", &zeros)], true, Protection::None);
     assert_eq!(
         entries("b.zip", &bomb, &[], &Limits::default()),
         Err("compression_ratio")
@@ -179,7 +179,7 @@ fn bombs_hit_the_limits_on_bytes_read() {
         ..Limits::default()
     };
     assert_eq!(entries("b.zip", &bomb, &[], &small), Err("entry_too_large"));
-    let many = testkit::zip(
+    let many = pack::zip(
         &[("a", b"1"), ("b", b"2"), ("c", b"3")],
         false,
         Protection::None,
@@ -205,7 +205,7 @@ fn bombs_hit_the_limits_on_bytes_read() {
         Err("archive_too_large")
     );
     assert_eq!(
-        entries("z.gz", &testkit::gzip(&zeros), &[], &Limits::default()),
+        entries("z.gz", &pack::gzip(&zeros), &[], &Limits::default()),
         Err("compression_ratio")
     );
 }
@@ -214,7 +214,7 @@ fn bombs_hit_the_limits_on_bytes_read() {
 fn lying_size_headers_do_not_bypass_limits() {
     // Patch the central directory and local header to claim a tiny uncompressed size.
     let data = vec![b'a'; 2 * 1024 * 1024];
-    let mut z = testkit::zip(&[("a.csv", &data)], true, Protection::None);
+    let mut z = pack::zip(&[("a.csv", &data)], true, Protection::None);
     let claim = 10u32.to_le_bytes();
     let local_size_at = 22;
     z[local_size_at..local_size_at + 4].copy_from_slice(&claim);

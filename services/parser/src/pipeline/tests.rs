@@ -2,10 +2,10 @@ use std::path::Path;
 
 use medlake_common::facilities::Registry;
 use medlake_common::secret::Secret;
+use medlake_datagen::pack::{self, Protection};
 
 use super::*;
 use crate::archive::Limits;
-use crate::testkit::{self, Protection};
 
 /// Collects everything, as the Kafka sink would send it.
 #[derive(Default)]
@@ -140,7 +140,7 @@ impl RecordSink for Refusing {
 
 #[test]
 fn refused_records_are_rejects_and_every_entry_is_counted_by_dataset() {
-    let z = testkit::zip(
+    let z = pack::zip(
         &[("n.txt", b"1|a\n2|b\n"), ("x.bin", b"?")],
         true,
         Protection::None,
@@ -210,7 +210,7 @@ fn reject_ratio_rejects_the_whole_entry() {
 
 #[test]
 fn routing_failures_and_bad_encoding_reject_entries_not_files() {
-    let z = testkit::zip(
+    let z = pack::zip(
         &[
             ("visits_a.csv", b"Other\n1\n"),
             ("x.bin", b"?"),
@@ -231,7 +231,7 @@ fn routing_failures_and_bad_encoding_reject_entries_not_files() {
 
 #[test]
 fn file_errors_emit_nothing() {
-    let z = testkit::zip(
+    let z = pack::zip(
         &[("n.txt", b"1|a\n"), ("m.txt", b"2|b\n")],
         true,
         Protection::Aes256("pw"),

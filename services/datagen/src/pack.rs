@@ -1,5 +1,8 @@
-//! Builds archives shaped like what facilities send: used by the tests, the fixture
-//! generator (`cargo run -p medlake-parser --example make_fixtures`) and load generators.
+//! Packs generated entries the way facilities send them: zips (stored or deflated,
+//! unprotected, ZipCrypto, WinZip AES-128/256) and gzip streams. The generator packs
+//! every file with it; the parser's tests and its fixture generator
+//! (`cargo run -p medlake-parser --example make_fixtures`) build their archives with it
+//! too, so what the tests read is what the generator writes.
 
 use std::io::{Cursor, Write};
 
