@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod secret;
 pub mod shutdown;
+pub mod topic_reader;
 pub mod topics;
 
 pub use context::Context;

@@ -13,8 +13,9 @@ use medlake_common::facilities::Registry;
 use medlake_common::ingest::RawHeaders;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use super::config::ParserConfig;
+use super::error::ParserError;
 use super::outbox::Outbox;
-use super::{ParserConfig, ParserError};
 use crate::pipeline::{
     Delivery, FileInput, FileSummary, ProcessError, Record, RecordSink, process_file,
 };

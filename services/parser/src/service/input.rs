@@ -9,7 +9,7 @@ use medlake_common::ledger::{FileStatus, LedgerEntry, timestamp};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
-use super::ParserError;
+use super::error::ParserError;
 use super::known::KnownFiles;
 
 /// What to do with one input message.

@@ -18,14 +18,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use medlake_common::config::KafkaConfig;
 use medlake_common::ledger::LedgerEntry;
+use medlake_common::topic_reader::TopicReader;
 use medlake_common::{Shutdown, metrics};
 use rdkafka::Message;
-use rdkafka::error::KafkaError;
 use sha2::{Digest, Sha256};
 
-use super::ParserError;
-use super::topic_reader::TopicReader;
-use super::worker::MAX_CONSUME_ERROR_PAUSE;
+use super::error::ParserError;
 
 /// A set of file ids, shared between the ledger reader and the worker.
 #[derive(Debug, Clone)]
@@ -126,19 +124,9 @@ pub async fn load_ledger(
     );
 
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                received = reader.consumer.recv() => match received {
-                    Ok(message) => observe(&known, message.payload()),
-                    Err(KafkaError::PartitionEOF(_)) => {}
-                    Err(error) => {
-                        tracing::warn!(topic = reader.topic, %error, "Tailing the ledger failed; retrying.");
-                        tokio::time::sleep(MAX_CONSUME_ERROR_PAUSE / 4).await;
-                    }
-                },
-            }
-        }
+        reader
+            .follow(&shutdown, |m| observe(&known, m.payload()))
+            .await;
     });
     Ok(())
 }

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use medlake_common::dead_letter::{DeadLetter, ErrorCode};
 use medlake_common::ingest::header::FACILITY_ID;
+use medlake_common::topic_reader::TopicReader;
 use medlake_common::{Context, kafka};
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 
-use super::ParserError;
-use super::topic_reader::TopicReader;
+use super::error::ParserError;
 
 /// Which dead letters to replay; empty means any.
 #[derive(Debug, Clone, Default)]

@@ -20,11 +20,12 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
+use super::config::ParserConfig;
 use super::emit;
+use super::error::ParserError;
 use super::input::{self, Plan};
 use super::known::KnownFiles;
 use super::outbox::Outbox;
-use super::{ParserConfig, ParserError};
 use crate::ParseEnv;
 use crate::pipeline::{FileSummary, NO_DATASET};
 
@@ -43,7 +44,7 @@ pub struct Worker {
 /// coordinator moving) are reports of librdkafka, which reconnects on its
 /// own; several of them queue up while the broker is away, and a long pause
 /// for each would leave the parser idle for minutes after the broker is back.
-pub(super) const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
+const MAX_CONSUME_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// How often [`Txn::await_deliveries`] looks at the producer's queue.
 const DELIVERY_POLL: Duration = Duration::from_millis(1);
