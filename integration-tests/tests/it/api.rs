@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use medlake_common::config::TopicsConfig;
-use medlake_common::facilities::sha256_hex;
 use medlake_common::kafka::header_str;
+use medlake_common::raw_file::sha256_hex;
 use medlake_common::topics;
 use medlake_integration_tests::{
     ChildGuard, assert_no_more, eventually, free_port, kafka_config, medlake, read_topic, short_id,

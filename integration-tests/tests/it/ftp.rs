@@ -9,8 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use medlake_common::config::TopicsConfig;
-use medlake_common::facilities::sha256_hex;
-use medlake_common::ingest::{RawHeaders, Source};
+use medlake_common::raw_file::{RawHeaders, Source, sha256_hex};
 use medlake_common::topics;
 use medlake_integration_tests::{
     ChildGuard, assert_no_more, eventually, free_port, kafka_config, medlake, read_topic, short_id,

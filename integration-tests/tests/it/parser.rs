@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use medlake_common::config::TopicsConfig;
-use medlake_common::ingest::{IngestConfig, Ingestor, RawFile, RawZone, Source};
+use medlake_common::ingest::{IngestConfig, Ingestor, RawFile, RawZone};
 use medlake_common::ledger::{FileStatus, LedgerEntry};
+use medlake_common::raw_file::Source;
 use medlake_common::{dataset, kafka, topics};
 use medlake_datagen::pack::{self, Protection};
 use medlake_integration_tests::{

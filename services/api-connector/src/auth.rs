@@ -8,7 +8,7 @@
 
 use axum::http::HeaderMap;
 use medlake_common::facilities::{Facility, Registry};
-use sha2::{Digest, Sha256};
+use medlake_common::raw_file::{sha256, sha256_from_hex};
 
 /// Header carrying the key when `Authorization: Bearer` is not used.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -58,7 +58,7 @@ impl KeyIndex {
 
     /// The facility whose key this is.
     pub fn facility_of(&self, key: &str) -> Option<&str> {
-        let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let presented = sha256(key.as_bytes());
         let mut found = None;
         for (digest, facility) in &self.entries {
             if constant_time_eq(digest, &presented) {
@@ -89,11 +89,9 @@ fn digest_of(facility: &Facility) -> Result<Option<[u8; 32]>, KeyIndexError> {
     let Some(hex_digest) = hex_digest else {
         return Ok(None);
     };
-    let bad = || KeyIndexError::BadDigest {
+    let digest = sha256_from_hex(&hex_digest).ok_or_else(|| KeyIndexError::BadDigest {
         facility: facility.id.clone(),
-    };
-    let bytes = hex::decode(hex_digest).map_err(|_| bad())?;
-    let digest: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+    })?;
     Ok(Some(digest))
 }
 
@@ -127,7 +125,7 @@ mod tests {
     use std::path::Path;
 
     use axum::http::HeaderValue;
-    use medlake_common::facilities::sha256_hex;
+    use medlake_common::raw_file::sha256_hex;
 
     use super::*;
 

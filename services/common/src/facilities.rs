@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::secret::{Secret, SecretError, SecretRef};
 
@@ -166,15 +165,12 @@ impl Facility {
     /// from `api_key_sha256`. `None` when the facility cannot push by API.
     pub fn api_key_hash(&self) -> Result<Option<String>, SecretError> {
         if let Some(key) = &self.api_key {
-            return Ok(Some(sha256_hex(key.resolve()?.expose().as_bytes())));
+            return Ok(Some(crate::raw_file::sha256_hex(
+                key.resolve()?.expose().as_bytes(),
+            )));
         }
         Ok(self.api_key_sha256.as_ref().map(|h| h.to_ascii_lowercase()))
     }
-}
-
-/// Lower-case hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 #[cfg(test)]
@@ -232,7 +228,7 @@ facilities:
             let yaml = "facilities:\n  - id: F1003\n    api_key: { env: MEDLAKE_TEST_F1003_KEY }\n";
             let r = Registry::parse(yaml, Path::new("f")).unwrap();
             let hash = r.get("F1003").unwrap().api_key_hash().unwrap().unwrap();
-            assert_eq!(hash, sha256_hex(b"k3y"));
+            assert_eq!(hash, crate::raw_file::sha256_hex(b"k3y"));
             assert!(!format!("{r:?}").contains("k3y"));
             Ok(())
         });

@@ -1,6 +1,7 @@
 //! How a file enters medlake, shared by every connector: write the original
 //! bytes to the raw zone, publish them to `<prefix>.raw.files` with the
-//! raw-file headers of DESIGN.md, and return only once the broker acked.
+//! headers of the raw-file contract ([`crate::raw_file`]), and return only
+//! once the broker acked.
 //!
 //! The key design choice: the raw zone write comes first and the Kafka ack
 //! last, so a connector that acknowledges its source (HTTP 202, FTP file
@@ -18,76 +19,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::context::Context;
 use crate::error::{Classify, ErrorKind, kafka_error_kind};
-use crate::facilities::sha256_hex;
 use crate::metrics;
-
-/// Names of the raw-file message headers (DESIGN.md, "Topics").
-pub mod header {
-    /// Hex SHA-256 of the file's bytes.
-    pub const FILE_ID: &str = "medlake.file_id";
-    /// The facility the file came from (also the message key).
-    pub const FACILITY_ID: &str = "medlake.facility_id";
-    /// How it arrived: `ftp`, `ftp_pull`, `http` or `http_pull`.
-    pub const SOURCE: &str = "medlake.source";
-    /// The file's name at its source.
-    pub const FILE_NAME: &str = "medlake.file_name";
-    /// When medlake received it, RFC 3339 UTC.
-    pub const RECEIVED_AT: &str = "medlake.received_at";
-    /// Raw zone path of the bytes when the payload is not inline.
-    pub const PAYLOAD_REF: &str = "medlake.payload_ref";
-}
+use crate::raw_file::{self, RawHeaders, Source};
 
 /// The folder of the raw zone under the lake root.
 pub const RAW_DIR: &str = "_raw";
-
-/// How a file arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// Pushed by a facility to the company's landing FTP server.
-    Ftp,
-    /// Pulled from a customer's own FTP server.
-    FtpPull,
-    /// Pushed by a facility to the HTTP API.
-    Http,
-    /// Pulled from a customer's HTTP API.
-    HttpPull,
-}
-
-impl Source {
-    /// The header value and metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Ftp => "ftp",
-            Source::FtpPull => "ftp_pull",
-            Source::Http => "http",
-            Source::HttpPull => "http_pull",
-        }
-    }
-
-    /// Parses a header value.
-    pub fn parse(value: &str) -> Option<Self> {
-        [Source::Ftp, Source::FtpPull, Source::Http, Source::HttpPull]
-            .into_iter()
-            .find(|s| s.as_str() == value)
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Tuning of [`Ingestor`], embedded in each connector's configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -151,64 +97,6 @@ pub struct Receipt {
     pub partition: i32,
     /// Its offset there.
     pub offset: i64,
-}
-
-/// The raw-file headers of one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawHeaders {
-    pub file_id: String,
-    pub facility_id: String,
-    pub source: Source,
-    pub file_name: String,
-    pub received_at: DateTime<Utc>,
-    /// Set when the bytes are in the raw zone only.
-    pub payload_ref: Option<String>,
-}
-
-impl RawHeaders {
-    /// Name/value pairs, in the order of DESIGN.md.
-    pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        let mut pairs = vec![
-            (header::FILE_ID, self.file_id.clone()),
-            (header::FACILITY_ID, self.facility_id.clone()),
-            (header::SOURCE, self.source.as_str().to_string()),
-            (header::FILE_NAME, self.file_name.clone()),
-            (
-                header::RECEIVED_AT,
-                self.received_at
-                    .to_rfc3339_opts(SecondsFormat::Millis, true),
-            ),
-        ];
-        if let Some(r) = &self.payload_ref {
-            pairs.push((header::PAYLOAD_REF, r.clone()));
-        }
-        pairs
-    }
-
-    /// The Kafka headers.
-    pub fn to_kafka(&self) -> rdkafka::message::OwnedHeaders {
-        let pairs = self.pairs();
-        crate::kafka::headers(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))
-    }
-
-    /// Reads the headers of a raw-file message; `None` names the first
-    /// missing or malformed one.
-    pub fn from_message<M: rdkafka::Message>(message: &M) -> Result<Self, &'static str> {
-        use crate::kafka::header_str;
-        let get = |name: &'static str| header_str(message, name).ok_or(name);
-        let source = Source::parse(get(header::SOURCE)?).ok_or(header::SOURCE)?;
-        let received_at = DateTime::parse_from_rfc3339(get(header::RECEIVED_AT)?)
-            .map_err(|_| header::RECEIVED_AT)?
-            .with_timezone(&Utc);
-        Ok(Self {
-            file_id: get(header::FILE_ID)?.to_string(),
-            facility_id: get(header::FACILITY_ID)?.to_string(),
-            source,
-            file_name: get(header::FILE_NAME)?.to_string(),
-            received_at,
-            payload_ref: header_str(message, header::PAYLOAD_REF).map(str::to_string),
-        })
-    }
 }
 
 /// Ingestion failed; the source must not be acknowledged.
@@ -405,7 +293,7 @@ impl Ingestor {
             });
         }
         let started = Instant::now();
-        let file_id = sha256_hex(&file.bytes);
+        let file_id = raw_file::sha256_hex(&file.bytes);
         let raw_path = RawZone::raw_path(&file.facility_id, file.received_at, &file_id);
         self.raw.put(&raw_path, file.bytes.clone()).await?;
 
@@ -466,8 +354,6 @@ impl Ingestor {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use rdkafka::Message;
-    use rdkafka::message::{Headers, OwnedMessage, Timestamp};
 
     fn at() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 3, 7, 23, 59, 1).unwrap()
@@ -512,71 +398,6 @@ mod tests {
             zone.get("_raw/F1/2024/03/07/x").await.unwrap().as_ref(),
             b"1"
         );
-    }
-
-    #[test]
-    fn headers_round_trip_through_a_message() {
-        let h = RawHeaders {
-            file_id: sha256_hex(b"x"),
-            facility_id: "F1".into(),
-            source: Source::FtpPull,
-            file_name: "a b.zip".into(),
-            received_at: at(),
-            payload_ref: Some("_raw/F1/2024/03/07/id".into()),
-        };
-        let names: Vec<_> = h.pairs().iter().map(|(k, _)| *k).collect();
-        assert_eq!(
-            names,
-            [
-                "medlake.file_id",
-                "medlake.facility_id",
-                "medlake.source",
-                "medlake.file_name",
-                "medlake.received_at",
-                "medlake.payload_ref"
-            ]
-        );
-        let received = h
-            .pairs()
-            .into_iter()
-            .find(|(k, _)| *k == header::RECEIVED_AT)
-            .unwrap()
-            .1;
-        assert_eq!(received, "2024-03-07T23:59:01.000Z");
-        let message = OwnedMessage::new(
-            None,
-            Some(b"F1".to_vec()),
-            "t".into(),
-            Timestamp::NotAvailable,
-            0,
-            0,
-            Some(h.to_kafka()),
-        );
-        assert_eq!(message.headers().unwrap().count(), 6);
-        assert_eq!(RawHeaders::from_message(&message).unwrap(), h);
-
-        let inline = RawHeaders {
-            payload_ref: None,
-            ..h
-        };
-        assert_eq!(inline.pairs().len(), 5);
-        let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
-        assert_eq!(RawHeaders::from_message(&bare).unwrap_err(), header::SOURCE);
-    }
-
-    #[test]
-    fn source_names_match_the_design() {
-        for (s, name) in [
-            (Source::Ftp, "ftp"),
-            (Source::FtpPull, "ftp_pull"),
-            (Source::Http, "http"),
-            (Source::HttpPull, "http_pull"),
-        ] {
-            assert_eq!(s.as_str(), name);
-            assert_eq!(Source::parse(name), Some(s));
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{name}\""));
-        }
-        assert_eq!(Source::parse("smtp"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod raw_file;
 pub mod secret;
 pub mod shutdown;
 pub mod topic_reader;

@@ -65,7 +65,7 @@ impl FtpConnectorConfig {
 
     /// Whether this replica polls the endpoint with id `endpoint_id`.
     pub fn owns(&self, endpoint_id: &str) -> bool {
-        let digest = medlake_common::facilities::sha256_hex(endpoint_id.as_bytes());
+        let digest = medlake_common::raw_file::sha256_hex(endpoint_id.as_bytes());
         let hash = u64::from_str_radix(&digest[..16], 16).unwrap_or(0);
         hash % u64::from(self.shard_count) == u64::from(self.shard_index)
     }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use medlake_common::dataset::{self, DatasetError};
-use medlake_common::facilities::{Registry, sha256_hex};
+use medlake_common::facilities::Registry;
+use medlake_common::raw_file::sha256_hex;
 use medlake_common::secret::Secret;
 
 use crate::archive::Limits;

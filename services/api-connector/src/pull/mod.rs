@@ -28,7 +28,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use medlake_common::endpoints::http::HttpPullEndpoint;
 use medlake_common::events::{Event, PollFailed};
-use medlake_common::ingest::{IngestError, Ingestor, RawFile, Source};
+use medlake_common::ingest::{IngestError, Ingestor, RawFile};
+use medlake_common::raw_file::Source;
 use medlake_common::secret::SecretError;
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 use reqwest::header::{HeaderName, HeaderValue};
@@ -248,7 +249,7 @@ impl EndpointPuller {
     async fn ingest(&self, file_name: &str, bytes: Bytes) -> Result<bool, PullError> {
         let digest_input = bytes.clone();
         let file_id = tokio::task::spawn_blocking(move || {
-            medlake_common::facilities::sha256_hex(&digest_input)
+            medlake_common::raw_file::sha256_hex(&digest_input)
         })
         .await
         .expect("hashing does not panic");

@@ -24,7 +24,8 @@ use axum::response::Response;
 use axum::routing::{post, put};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
-use medlake_common::ingest::{Ingestor, RawFile, Source};
+use medlake_common::ingest::{Ingestor, RawFile};
+use medlake_common::raw_file::Source;
 use medlake_common::{Classify, ErrorKind, metrics};
 
 use crate::auth::{KeyIndex, presented_key};
@@ -229,7 +230,7 @@ async fn accept(
     }
     let digest_input = bytes.clone();
     let file_id =
-        tokio::task::spawn_blocking(move || medlake_common::facilities::sha256_hex(&digest_input))
+        tokio::task::spawn_blocking(move || medlake_common::raw_file::sha256_hex(&digest_input))
             .await
             .map_err(|_| ApiError::Internal)?;
     if let Some(raw_path) = state.recent.get(&facility_id, &file_id) {
@@ -279,7 +280,8 @@ mod tests {
     use std::path::Path as FsPath;
 
     use axum::http::HeaderValue;
-    use medlake_common::facilities::{Registry, sha256_hex};
+    use medlake_common::facilities::Registry;
+    use medlake_common::raw_file::sha256_hex;
 
     use super::*;
 

@@ -17,7 +17,7 @@
 
 use serde::Deserialize;
 
-use crate::ingest::Source;
+use crate::raw_file::Source;
 use crate::secret::{SecretError, SecretRef};
 
 /// One FTP folder to poll for new files.

@@ -10,7 +10,7 @@ use medlake_common::config::TopicsConfig;
 use medlake_common::dataset::Dataset;
 use medlake_common::dead_letter::{DeadLetter, ErrorCode, Location};
 use medlake_common::facilities::Registry;
-use medlake_common::ingest::RawHeaders;
+use medlake_common::raw_file::RawHeaders;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::config::ParserConfig;

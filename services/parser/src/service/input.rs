@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use medlake_common::dead_letter::{DeadLetter, ErrorCode, Origin};
-use medlake_common::facilities::sha256_hex;
-use medlake_common::ingest::{IngestError, RawHeaders, RawZone};
+use medlake_common::ingest::{IngestError, RawZone};
 use medlake_common::ledger::{FileStatus, LedgerEntry, timestamp};
+use medlake_common::raw_file::{RawHeaders, is_id_of, sha256_hex};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
@@ -135,7 +135,7 @@ pub async fn plan(
             }
         },
     };
-    if !headers.file_id.eq_ignore_ascii_case(&sha256_hex(&bytes)) {
+    if !is_id_of(&headers.file_id, &bytes) {
         let text = "the payload's SHA-256 differs from its file id".to_string();
         return Ok(reject(&headers, ErrorCode::FileIdMismatch, text, bytes));
     }
@@ -155,7 +155,7 @@ fn is_not_found(error: &IngestError) -> bool {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use medlake_common::ingest::Source;
+    use medlake_common::raw_file::Source;
     use rdkafka::message::Timestamp;
 
     fn message(headers: Option<&RawHeaders>) -> OwnedMessage {

@@ -18,10 +18,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use medlake_common::config::KafkaConfig;
 use medlake_common::ledger::LedgerEntry;
+use medlake_common::raw_file::{sha256, sha256_from_hex};
 use medlake_common::topic_reader::TopicReader;
 use medlake_common::{Shutdown, metrics};
 use rdkafka::Message;
-use sha2::{Digest, Sha256};
 
 use super::error::ParserError;
 
@@ -40,11 +40,7 @@ struct Inner {
 /// The 32 bytes of a hex SHA-256 file id; anything else is hashed, so a
 /// malformed id still has a stable key.
 fn id_key(file_id: &str) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    if hex::decode_to_slice(file_id, &mut key).is_ok() {
-        return key;
-    }
-    Sha256::digest(file_id.as_bytes()).into()
+    sha256_from_hex(file_id).unwrap_or_else(|| sha256(file_id.as_bytes()))
 }
 
 impl KnownFiles {

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use medlake_common::dead_letter::DeadLetter;
-use medlake_common::ingest::header::RECEIVED_AT;
 use medlake_common::ledger::LedgerEntry;
+use medlake_common::raw_file::header::RECEIVED_AT;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use medlake_common::dead_letter::{DeadLetter, ErrorCode};
-use medlake_common::ingest::header::FACILITY_ID;
+use medlake_common::raw_file::header::FACILITY_ID;
 use medlake_common::topic_reader::TopicReader;
 use medlake_common::{Context, kafka};
 use rdkafka::Message;

@@ -44,6 +44,8 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use medlake_common::dead_letter::header as error_header;
+use medlake_common::raw_file::header as raw_header;
 
 use super::error::DeltaError;
 use super::spec::{TableMode, TableSpec};
@@ -55,17 +57,17 @@ pub const FILES_TABLE: &str = "_files";
 
 /// Columns of `_dead_letters` filled from headers, with their header names.
 const HEADER_COLUMNS: [(&str, &str); 11] = [
-    ("error_stage", "medlake.error.stage"),
-    ("error_code", "medlake.error.code"),
-    ("error_message", "medlake.error.message"),
-    ("origin_topic", "medlake.origin.topic"),
-    ("file_id", "medlake.file_id"),
-    ("facility_id", "medlake.facility_id"),
-    ("source", "medlake.source"),
-    ("file_name", "medlake.file_name"),
-    ("payload_ref", "medlake.payload_ref"),
-    ("origin_partition", "medlake.origin.partition"),
-    ("origin_offset", "medlake.origin.offset"),
+    ("error_stage", error_header::STAGE),
+    ("error_code", error_header::CODE),
+    ("error_message", error_header::MESSAGE),
+    ("origin_topic", error_header::ORIGIN_TOPIC),
+    ("file_id", raw_header::FILE_ID),
+    ("facility_id", raw_header::FACILITY_ID),
+    ("source", raw_header::SOURCE),
+    ("file_name", raw_header::FILE_NAME),
+    ("payload_ref", raw_header::PAYLOAD_REF),
+    ("origin_partition", error_header::ORIGIN_PARTITION),
+    ("origin_offset", error_header::ORIGIN_OFFSET),
 ];
 
 fn timestamp() -> DataType {
@@ -223,7 +225,7 @@ pub fn dead_letter_rows(
         column("facility_id")?,
         column("source")?,
         column("file_name")?,
-        parsed("medlake.received_at", &timestamp())?,
+        parsed(raw_header::RECEIVED_AT, &timestamp())?,
         column("payload_ref")?,
         Arc::new(size.finish()),
         Arc::new(payload.finish()),

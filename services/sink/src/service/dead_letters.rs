@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use medlake_common::dead_letter::{DeadLetter, ErrorCode, Origin};
 use medlake_common::metrics::SINK_DEAD_LETTERS;
+use medlake_common::raw_file::header::{
+    FACILITY_ID as FACILITY_ID_HEADER, FILE_ID as FILE_ID_HEADER,
+};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,10 +24,6 @@ use crate::decode::DecodeReject;
 
 /// How long the broker may take to acknowledge a dead letter.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Header names of the raw file the record came from.
-const FILE_ID_HEADER: &str = "medlake.file_id";
-const FACILITY_ID_HEADER: &str = "medlake.facility_id";
 
 /// The dead letter of a record of `table` refused for `reason`.
 pub(crate) fn letter(table: &str, message: &OwnedMessage, reject: &DecodeReject) -> DeadLetter {

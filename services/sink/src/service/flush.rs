@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use medlake_common::ingest::header::RECEIVED_AT;
 use medlake_common::metrics::{
     SINK_BATCH_BYTES, SINK_BATCH_ROWS, SINK_COMMIT_CONFLICTS, SINK_COMMIT_SECONDS,
     SINK_CONSUMER_LAG, SINK_FILE_TO_TABLE_SECONDS, SINK_MERGE_ROWS, SINK_MESSAGES,
     SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
 };
+use medlake_common::raw_file::header::RECEIVED_AT;
 use medlake_common::{Classify, ErrorKind};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
