@@ -18,9 +18,11 @@
 //! which keeps the service stateless and free to run as many replicas.
 //!
 //! Files are buffered in memory up to `max_body_bytes` (64 MiB by default):
-//! the ingest step hashes, writes and publishes whole files, and memory is
-//! bounded by the limit times `max_concurrent_uploads` (one more upload is
-//! answered `503` with `Retry-After`).
+//! a file is hashed once, off the async runtime when it is large
+//! ([`medlake_common::ingest::RawFile::identify`]); that id answers a re-sent
+//! file and goes along to the ingest step, which writes and publishes the
+//! whole file. Memory is bounded by the limit times `max_concurrent_uploads`
+//! (one more upload is answered `503` with `Retry-After`).
 
 pub mod auth;
 pub mod config;

@@ -86,6 +86,39 @@ pub struct RawFile {
     pub received_at: DateTime<Utc>,
 }
 
+impl RawFile {
+    /// Computes the file's id, once: on the blocking thread pool when the
+    /// file is large ([`raw_file::file_id`]).
+    pub async fn identify(self) -> IdentifiedFile {
+        let file_id = raw_file::file_id(&self.bytes).await;
+        IdentifiedFile {
+            file: self,
+            file_id,
+        }
+    }
+}
+
+/// A [`RawFile`] with its file id: what a connector looks up before it
+/// ingests (has it taken these bytes recently?) and then hands to
+/// [`Ingestor::ingest_identified`], so the bytes are hashed only once.
+#[derive(Debug, Clone)]
+pub struct IdentifiedFile {
+    file: RawFile,
+    file_id: String,
+}
+
+impl IdentifiedFile {
+    /// Hex SHA-256 of the bytes.
+    pub fn file_id(&self) -> &str {
+        &self.file_id
+    }
+
+    /// The file.
+    pub fn file(&self) -> &RawFile {
+        &self.file
+    }
+}
+
 /// Proof that a file is in the raw zone and acked by Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -287,13 +320,18 @@ impl Ingestor {
     /// Writes `file` to the raw zone, publishes it and waits for the broker's
     /// ack (`acks=all`). Only after `Ok` may the source be acknowledged.
     pub async fn ingest(&self, file: RawFile) -> Result<Receipt, IngestError> {
+        self.ingest_identified(file.identify().await).await
+    }
+
+    /// [`Ingestor::ingest`] for a file whose id is computed already.
+    pub async fn ingest_identified(&self, file: IdentifiedFile) -> Result<Receipt, IngestError> {
+        let IdentifiedFile { file, file_id } = file;
         if !crate::endpoints::is_valid_id(&file.facility_id) {
             return Err(IngestError::BadFacility {
                 facility_id: file.facility_id,
             });
         }
         let started = Instant::now();
-        let file_id = raw_file::sha256_hex(&file.bytes);
         let raw_path = RawZone::raw_path(&file.facility_id, file.received_at, &file_id);
         self.raw.put(&raw_path, file.bytes.clone()).await?;
 
@@ -398,6 +436,20 @@ mod tests {
             zone.get("_raw/F1/2024/03/07/x").await.unwrap().as_ref(),
             b"1"
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_is_identified_by_the_hash_of_its_bytes() {
+        let file = RawFile {
+            facility_id: "F1".into(),
+            source: Source::Http,
+            file_name: "a.zip".into(),
+            bytes: Bytes::from_static(b"zip bytes"),
+            received_at: at(),
+        };
+        let identified = file.clone().identify().await;
+        assert_eq!(identified.file_id(), raw_file::sha256_hex(b"zip bytes"));
+        assert_eq!(identified.file().bytes, file.bytes);
     }
 
     #[test]

@@ -247,29 +247,26 @@ impl EndpointPuller {
 
     /// Ingests a pulled file; false when this process already ingested it.
     async fn ingest(&self, file_name: &str, bytes: Bytes) -> Result<bool, PullError> {
-        let digest_input = bytes.clone();
-        let file_id = tokio::task::spawn_blocking(move || {
-            medlake_common::raw_file::sha256_hex(&digest_input)
-        })
-        .await
-        .expect("hashing does not panic");
-        if self.recent.get(&self.facility_id, &file_id).is_some() {
+        let file = RawFile {
+            facility_id: self.facility_id.clone(),
+            source: Source::HttpPull,
+            file_name: file_name.to_string(),
+            bytes,
+            received_at: Utc::now(),
+        }
+        .identify()
+        .await;
+        if self.recent.get(&self.facility_id, file.file_id()).is_some() {
             tracing::debug!(
                 endpoint = self.label,
-                file_id,
+                file_id = file.file_id(),
                 "Already ingested; not published again."
             );
             return Ok(false);
         }
         let receipt = self
             .ingestor
-            .ingest(RawFile {
-                facility_id: self.facility_id.clone(),
-                source: Source::HttpPull,
-                file_name: file_name.to_string(),
-                bytes,
-                received_at: Utc::now(),
-            })
+            .ingest_identified(file)
             .await
             .map_err(|source| PullError::Ingest {
                 source: Box::new(source),

@@ -228,11 +228,16 @@ async fn accept(
     if bytes.is_empty() {
         return Err(ApiError::Empty);
     }
-    let digest_input = bytes.clone();
-    let file_id =
-        tokio::task::spawn_blocking(move || medlake_common::raw_file::sha256_hex(&digest_input))
-            .await
-            .map_err(|_| ApiError::Internal)?;
+    let file = RawFile {
+        facility_id: facility_id.clone(),
+        source: Source::Http,
+        file_name,
+        bytes,
+        received_at: Utc::now(),
+    }
+    .identify()
+    .await;
+    let file_id = file.file_id().to_string();
     if let Some(raw_path) = state.recent.get(&facility_id, &file_id) {
         tracing::info!(
             facility_id,
@@ -246,24 +251,21 @@ async fn accept(
             duplicate: true,
         });
     }
-    let file = RawFile {
-        facility_id: facility_id.clone(),
-        source: Source::Http,
-        file_name,
-        bytes,
-        received_at: Utc::now(),
-    };
-    let receipt = state.ingestor.ingest(file).await.map_err(|error| {
-        let kind = error.kind();
-        metrics::ERRORS
-            .with_label_values(&["api_connector", kind.as_str()])
-            .inc();
-        tracing::error!(facility_id, file_id, %error, "Pushed file could not be ingested.");
-        match kind {
-            ErrorKind::Retryable => ApiError::Unavailable,
-            ErrorKind::BadInput | ErrorKind::Fatal => ApiError::Internal,
-        }
-    })?;
+    let receipt = state
+        .ingestor
+        .ingest_identified(file)
+        .await
+        .map_err(|error| {
+            let kind = error.kind();
+            metrics::ERRORS
+                .with_label_values(&["api_connector", kind.as_str()])
+                .inc();
+            tracing::error!(facility_id, file_id, %error, "Pushed file could not be ingested.");
+            match kind {
+                ErrorKind::Retryable => ApiError::Unavailable,
+                ErrorKind::BadInput | ErrorKind::Fatal => ApiError::Internal,
+            }
+        })?;
     state
         .recent
         .insert(&facility_id, &receipt.file_id, &receipt.raw_path);
