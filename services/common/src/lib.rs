@@ -16,6 +16,7 @@ pub mod dead_letter;
 pub mod endpoints;
 pub mod error;
 pub mod events;
+pub mod expected;
 pub mod facilities;
 pub mod ingest;
 pub mod kafka;

@@ -1,11 +1,11 @@
-//! What can stop a generation or a reconciliation. Messages name files, variables
-//! and tables, never a secret or a generated value.
+//! What can stop a generation or the loading of its manifest. Messages name files
+//! and variables, never a secret or a generated value.
 
 use std::path::PathBuf;
 
 use medlake_common::{Classify, ErrorKind};
 
-/// The generator or the lake reader failed.
+/// The generator failed, or its manifest could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
     /// The options do not make sense together.
@@ -55,30 +55,12 @@ pub enum GenError {
         /// The cause.
         source: serde_json::Error,
     },
-    /// The file ledger topic could not be read.
-    #[error("ledger topic {topic}: {reason}")]
-    Ledger {
-        /// The topic.
-        topic: String,
-        /// What failed.
-        reason: String,
-    },
-    /// A table of the lake could not be read.
-    #[error("table {table}: {reason}")]
-    Table {
-        /// The table.
-        table: String,
-        /// What failed.
-        reason: String,
-    },
 }
 
 impl Classify for GenError {
-    /// Retryable only for lake reads (a table being created or committed to); the rest
-    /// are bad input or fatal for the command.
+    /// Bad input for invalid options or manifests; the rest are fatal for the command.
     fn kind(&self) -> ErrorKind {
         match self {
-            GenError::Table { .. } | GenError::Ledger { .. } => ErrorKind::Retryable,
             GenError::Options { .. } | GenError::Manifest { .. } => ErrorKind::BadInput,
             _ => ErrorKind::Fatal,
         }

@@ -1,6 +1,7 @@
 //! Test and demo data for medlake: files shaped like what the ~8,000 facilities send,
-//! plus a manifest of what each file must become, and a reader that reconciles a lake
-//! against that manifest.
+//! plus a manifest of what each file must become. [`Manifest::expectation`] hands that
+//! to the sink's lake reader (`medlake_sink::inspect`) to reconcile a lake against;
+//! the generator itself depends on no other medlake crate than `medlake-common`.
 //!
 //! What it writes follows the requirements: 99 % of archives 20 KB–1.5 MB and a tail to
 //! 40 MB; CSV (ADT events, the patients change feed), pipe-delimited and fixed-width TXT
@@ -26,11 +27,9 @@ pub mod facilities;
 mod fake;
 pub mod feeds;
 mod generate;
-mod ledger;
 pub mod manifest;
 pub mod pack;
 pub mod plan;
-pub mod reconcile;
 
 pub use error::GenError;
 pub use feeds::Feed;

@@ -1,10 +1,12 @@
 //! `manifest.json`: every generated file with what it must become, so a demo or a test
-//! can reconcile the lake against it without parsing anything itself.
+//! can reconcile the lake against it ([`Manifest::expectation`]) without parsing
+//! anything itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use medlake_common::expected::{Expected, ExpectedFile};
 use serde::{Deserialize, Serialize};
 
 use crate::error::GenError;
@@ -135,6 +137,24 @@ impl Manifest {
         let json = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
         std::fs::write(path, json).map_err(|e| GenError::write(path, e))
     }
+
+    /// What the lake must hold once every file is in: each file by its id, the
+    /// tables' final rows and records, the dead letters by error code.
+    pub fn expectation(&self) -> Expected {
+        Expected {
+            files: self
+                .files
+                .iter()
+                .map(|f| ExpectedFile {
+                    id: f.sha256.clone(),
+                    path: f.path.clone(),
+                })
+                .collect(),
+            table_rows: self.totals.table_rows.clone(),
+            records: self.totals.records.clone(),
+            dead_letters: self.totals.rejects.clone(),
+        }
+    }
 }
 
 impl Totals {
@@ -151,5 +171,58 @@ impl Totals {
         if file.file_rejected.is_some() {
             self.rejected_files += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectation_takes_ids_paths_and_totals() {
+        let file = FileEntry {
+            path: "files/F1/a.zip".into(),
+            name: "a.zip".into(),
+            facility_id: "F1".into(),
+            dataset: "patients".into(),
+            at: Utc::now(),
+            container: Container::Zip,
+            protection: Protection::None,
+            bytes: 10,
+            sha256: "abc".into(),
+            entries: 1,
+            bad: None,
+            records: BTreeMap::from([("patients".into(), 3)]),
+            rejects: BTreeMap::from([("bad_date".into(), 1)]),
+            file_rejected: None,
+        };
+        let mut totals = Totals::default();
+        totals.add(&file);
+        totals.table_rows.insert("patients".into(), 2);
+        let manifest = Manifest {
+            seed: 1,
+            start_date: NaiveDate::from_ymd_opt(2024, 3, 1).unwrap(),
+            registry: "r.yaml".into(),
+            env_file: None,
+            files: vec![file],
+            totals,
+        };
+        let expected = manifest.expectation();
+        assert_eq!(
+            expected.files,
+            vec![ExpectedFile {
+                id: "abc".into(),
+                path: "files/F1/a.zip".into()
+            }]
+        );
+        assert_eq!(
+            expected.table_rows,
+            BTreeMap::from([("patients".into(), 2)])
+        );
+        assert_eq!(expected.records, BTreeMap::from([("patients".into(), 3)]));
+        assert_eq!(
+            expected.dead_letters,
+            BTreeMap::from([("bad_date".into(), 1)])
+        );
     }
 }

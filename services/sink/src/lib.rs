@@ -3,7 +3,8 @@
 //! [`decode`] turns each record's JSON into Arrow with the data set's schema;
 //! [`delta`] commits batches (append or MERGE) together with the Kafka
 //! offsets they cover, so the table itself says where to resume; [`maintain`]
-//! keeps tables healthy (OPTIMIZE, vacuum).
+//! keeps tables healthy (OPTIMIZE, vacuum); [`inspect`] reads a lake back (rows
+//! per table, ledger, dead letters) and reconciles it with what it must hold.
 //!
 //! The key design choice: **the Delta table is the only offset store.**
 //! Every commit carries one `txn` action per Kafka partition (app id
@@ -19,6 +20,7 @@
 
 pub mod decode;
 pub mod delta;
+pub mod inspect;
 pub mod maintain;
 pub mod service;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use medlake_datagen::Manifest;
-use medlake_datagen::reconcile::{self, LakeSummary};
+use medlake_sink::inspect::{self, Expected, LakeSummary};
 
 use crate::config::Config;
 
@@ -35,13 +35,13 @@ pub struct SummaryArgs {
     json: bool,
 }
 
-fn progress(summary: &LakeSummary, manifest: &Manifest) {
+fn progress(summary: &LakeSummary, expected: &Expected) {
     let files: u64 = summary.files_by_status.values().sum();
     let rows: u64 = summary.tables.values().sum();
-    let expected: u64 = manifest.totals.table_rows.values().sum();
+    let expected_rows: u64 = expected.table_rows.values().sum();
     eprintln!(
-        "waiting: {files}/{} files in the ledger, {rows}/{expected} table rows, {} dead letters",
-        manifest.files.len(),
+        "waiting: {files}/{} files in the ledger, {rows}/{expected_rows} table rows, {} dead letters",
+        expected.files.len(),
         summary.dead_letters.values().sum::<u64>(),
     );
 }
@@ -49,18 +49,23 @@ fn progress(summary: &LakeSummary, manifest: &Manifest) {
 pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> {
     let TablesCommand::Summary(args) = command;
     let lake = config.lake_uri.as_str();
-    let manifest = args.manifest.as_deref().map(Manifest::load).transpose()?;
-    let ledger = (!args.ledger_table).then(|| reconcile::LedgerTopic {
+    let expected = args
+        .manifest
+        .as_deref()
+        .map(Manifest::load)
+        .transpose()?
+        .map(|m| m.expectation());
+    let ledger = (!args.ledger_table).then(|| inspect::LedgerTopic {
         kafka: config.kafka.clone(),
         topic: config.topics.files(),
     });
-    let (summary, rec) = match &manifest {
-        Some(m) => {
+    let (summary, rec) = match &expected {
+        Some(e) => {
             let poll = Duration::from_secs(2);
             let timeout = Duration::from_secs(args.wait_s);
-            let (s, r) = reconcile::wait_for(lake, ledger.as_ref(), m, timeout, poll, |s, r| {
+            let (s, r) = inspect::wait_for(lake, ledger.as_ref(), e, timeout, poll, |s, r| {
                 if args.wait_s > 0 && !r.is_complete() {
-                    progress(s, m);
+                    progress(s, e);
                 }
             })
             .await?;
@@ -72,7 +77,7 @@ pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> 
                 .map(|d| d.name)
                 .collect();
             (
-                reconcile::summarize(lake, &datasets, ledger.as_ref()).await?,
+                inspect::summarize(lake, &datasets, ledger.as_ref()).await?,
                 None,
             )
         }
@@ -81,7 +86,7 @@ pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> 
         let value = serde_json::json!({ "summary": summary, "reconciliation": rec });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", reconcile::render(&summary, manifest.as_ref()));
+        print!("{}", inspect::render(&summary, expected.as_ref()));
     }
     if let Some(rec) = rec.filter(|r| !r.is_complete()) {
         let missing: Vec<&str> = rec

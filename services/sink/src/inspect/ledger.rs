@@ -10,15 +10,15 @@ use medlake_common::ledger::LedgerEntry;
 use medlake_common::topic_reader::{TopicReadError, TopicReader};
 use rdkafka::Message;
 
-use crate::error::GenError;
+use super::InspectError;
 
 /// The latest ledger entry of every file id on `topic`.
 pub async fn read(
     config: &KafkaConfig,
     topic: &str,
     timeout: Duration,
-) -> Result<BTreeMap<String, LedgerEntry>, GenError> {
-    let ledger_error = |e: TopicReadError| GenError::Ledger {
+) -> Result<BTreeMap<String, LedgerEntry>, InspectError> {
+    let ledger_error = |e: TopicReadError| InspectError::Ledger {
         topic: topic.to_string(),
         reason: e.to_string(),
     };
