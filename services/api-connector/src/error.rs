@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use medlake_common::endpoints::http::HttpEndpointError;
 use medlake_common::facilities::RegistryError;
 use medlake_common::ingest::IngestError;
 use medlake_common::{Classify, ErrorKind};
@@ -14,16 +13,6 @@ use medlake_common::{Classify, ErrorKind};
 pub enum ApiConnectorError {
     #[error("{source}")]
     Registry { source: RegistryError },
-    #[error("facility {facility_id}: {source}")]
-    Endpoint {
-        facility_id: String,
-        source: HttpEndpointError,
-    },
-    #[error("facility {facility_id}: http_pull endpoint {endpoint_id} is listed twice")]
-    DuplicateEndpoint {
-        facility_id: String,
-        endpoint_id: String,
-    },
     #[error(
         "facility {facility_id}: http_pull endpoint {endpoint_id}: url does not parse: {source}"
     )]

@@ -31,7 +31,6 @@ pub mod pull;
 pub mod push;
 pub mod recent;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use medlake_common::facilities::Registry;
@@ -109,7 +108,8 @@ pub async fn run(
     served.map_err(|source| ApiConnectorError::Serve { source })
 }
 
-/// One poller per `http_pull` endpoint, each definition validated.
+/// One poller per `http_pull` endpoint (the registry validated the
+/// definitions and their ids when it was loaded).
 fn pullers(
     registry: &Registry,
     config: &ApiConnectorConfig,
@@ -120,20 +120,7 @@ fn pullers(
         Fetcher::new(&config.pull).map_err(|source| ApiConnectorError::Client { source })?;
     let mut out = Vec::new();
     for facility in registry.iter() {
-        let mut seen = HashSet::new();
         for endpoint in &facility.http_pull {
-            endpoint
-                .validate()
-                .map_err(|source| ApiConnectorError::Endpoint {
-                    facility_id: facility.id.clone(),
-                    source,
-                })?;
-            if !seen.insert(endpoint.id.clone()) {
-                return Err(ApiConnectorError::DuplicateEndpoint {
-                    facility_id: facility.id.clone(),
-                    endpoint_id: endpoint.id.clone(),
-                });
-            }
             let puller = EndpointPuller::new(
                 &facility.id,
                 endpoint.clone(),

@@ -11,11 +11,14 @@
 //!     api_key: { file: /run/secrets/f1001-api-key }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::endpoints::ftp::{FtpEndpoint, FtpEndpointError};
+use crate::endpoints::http::{HttpEndpointError, HttpPullEndpoint};
+use crate::endpoints::is_valid_id;
 use crate::secret::{Secret, SecretError, SecretRef};
 
 /// The registry file's top level.
@@ -49,12 +52,14 @@ pub struct Facility {
     #[serde(default)]
     pub api_key_sha256: Option<String>,
     /// FTP folders the ftp-connector polls for this facility's files: its
-    /// folder on the landing server, or its own server.
+    /// folder on the landing server, or its own server. Endpoint ids are
+    /// unique across the registry.
     #[serde(default)]
-    pub ftp: Vec<crate::endpoints::ftp::FtpEndpoint>,
-    /// HTTP APIs the api-connector polls for this facility's files.
+    pub ftp: Vec<FtpEndpoint>,
+    /// HTTP APIs the api-connector polls for this facility's files. Endpoint
+    /// ids are unique within the facility.
     #[serde(default)]
-    pub http_pull: Vec<crate::endpoints::http::HttpPullEndpoint>,
+    pub http_pull: Vec<HttpPullEndpoint>,
 }
 
 /// The registry could not be loaded.
@@ -81,6 +86,28 @@ pub enum RegistryError {
         field: &'static str,
         source: SecretError,
     },
+    #[error("facility registry {path}: facility {facility_id}: {source}")]
+    FtpEndpoint {
+        path: PathBuf,
+        facility_id: String,
+        source: FtpEndpointError,
+    },
+    #[error("facility registry {path}: ftp endpoint id {id:?} is used twice")]
+    DuplicateFtpEndpoint { path: PathBuf, id: String },
+    #[error("facility registry {path}: facility {facility_id}: {source}")]
+    HttpEndpoint {
+        path: PathBuf,
+        facility_id: String,
+        source: HttpEndpointError,
+    },
+    #[error(
+        "facility registry {path}: facility {facility_id}: http_pull endpoint {endpoint_id} is listed twice"
+    )]
+    DuplicateHttpEndpoint {
+        path: PathBuf,
+        facility_id: String,
+        endpoint_id: String,
+    },
 }
 
 /// All facilities, by id.
@@ -91,7 +118,8 @@ pub struct Registry {
 
 impl Registry {
     /// Reads and validates the registry file. Secret references are checked
-    /// for shape; the secrets themselves are read when used.
+    /// for shape (the secrets themselves are read when used), and so is every
+    /// pull endpoint, so a connector can poll what it gets without checking.
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
         let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
             path: path.to_path_buf(),
@@ -108,13 +136,10 @@ impl Registry {
                 source,
             })?;
         let mut facilities = HashMap::new();
+        let mut ftp_ids = HashSet::new();
         for facility in file.facilities {
             let id = facility.id.clone();
-            let well_formed = !id.is_empty()
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !well_formed {
+            if !is_valid_id(&id) {
                 return Err(RegistryError::BadId {
                     path: path.to_path_buf(),
                     id,
@@ -134,6 +159,7 @@ impl Registry {
             if let Some(key) = &facility.api_key {
                 key.validate().map_err(|e| secret_error("api_key", e))?;
             }
+            validate_endpoints(&facility, &mut ftp_ids, path)?;
             if facilities.insert(id.clone(), facility).is_some() {
                 return Err(RegistryError::Duplicate {
                     path: path.to_path_buf(),
@@ -153,6 +179,49 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Facility> {
         self.facilities.values()
     }
+}
+
+/// Checks a facility's pull endpoints: each definition, FTP endpoint ids
+/// unique across the registry (`ftp_ids` holds those seen so far) and HTTP
+/// endpoint ids unique within the facility.
+fn validate_endpoints(
+    facility: &Facility,
+    ftp_ids: &mut HashSet<String>,
+    path: &Path,
+) -> Result<(), RegistryError> {
+    for endpoint in &facility.ftp {
+        endpoint
+            .validate()
+            .map_err(|source| RegistryError::FtpEndpoint {
+                path: path.to_path_buf(),
+                facility_id: facility.id.clone(),
+                source,
+            })?;
+        if !ftp_ids.insert(endpoint.id.clone()) {
+            return Err(RegistryError::DuplicateFtpEndpoint {
+                path: path.to_path_buf(),
+                id: endpoint.id.clone(),
+            });
+        }
+    }
+    let mut http_ids = HashSet::new();
+    for endpoint in &facility.http_pull {
+        endpoint
+            .validate()
+            .map_err(|source| RegistryError::HttpEndpoint {
+                path: path.to_path_buf(),
+                facility_id: facility.id.clone(),
+                source,
+            })?;
+        if !http_ids.insert(endpoint.id.as_str()) {
+            return Err(RegistryError::DuplicateHttpEndpoint {
+                path: path.to_path_buf(),
+                facility_id: facility.id.clone(),
+                endpoint_id: endpoint.id.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Facility {
@@ -219,6 +288,60 @@ facilities:
             Registry::parse(both, Path::new("f")),
             Err(RegistryError::Secret { .. })
         ));
+    }
+
+    #[test]
+    fn duplicate_and_invalid_endpoints_stop_the_start() {
+        let dup = "facilities:\n  - id: A\n    ftp: [{ id: e, host: h, user: u, password: { env: P } }]\n  - id: B\n    ftp: [{ id: e, host: h, user: u, password: { env: P } }]\n";
+        assert!(matches!(
+            Registry::parse(dup, Path::new("f")),
+            Err(RegistryError::DuplicateFtpEndpoint { .. })
+        ));
+        let bad = "facilities:\n  - id: A\n    ftp: [{ id: e, host: h, user: u, password: { env: P }, glob: '[' }]\n";
+        let err = Registry::parse(bad, Path::new("f")).unwrap_err();
+        assert!(err.to_string().contains("glob"), "{err}");
+    }
+
+    #[test]
+    fn http_endpoints_are_validated_and_unique_within_their_facility() {
+        let endpoint = "{ id: e, url: 'http://x/files' }";
+        let same_id_elsewhere = format!(
+            "facilities:\n  - id: A\n    http_pull: [{endpoint}]\n  - id: B\n    http_pull: [{endpoint}]\n"
+        );
+        let r = Registry::parse(&same_id_elsewhere, Path::new("f")).unwrap();
+        assert_eq!(r.get("B").unwrap().http_pull.len(), 1);
+        let dup = format!("facilities:\n  - id: A\n    http_pull: [{endpoint}, {endpoint}]\n");
+        assert!(matches!(
+            Registry::parse(&dup, Path::new("f")),
+            Err(RegistryError::DuplicateHttpEndpoint { .. })
+        ));
+        let bad = "facilities:\n  - id: A\n    http_pull: [{ id: e, url: 'ftp://x' }]\n";
+        let err = Registry::parse(bad, Path::new("f")).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                RegistryError::HttpEndpoint {
+                    source: HttpEndpointError::BadUrl { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_registries_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for file in [
+            "config/facilities.yaml",
+            "config/demo-facilities.yaml",
+            "deploy/compose/facilities.yaml",
+        ] {
+            let path = root.join(file);
+            if let Err(err) = Registry::load(&path) {
+                panic!("{err}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! Neither ever carries a password: the FTP library's errors quote the
 //! server's reply, never the command sent.
 
-use medlake_common::endpoints::ftp::FtpEndpointError;
 use medlake_common::facilities::RegistryError;
 use medlake_common::ingest::IngestError;
 use medlake_common::secret::SecretError;
@@ -17,13 +16,6 @@ pub enum FtpConnectorError {
     Config { reason: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("facility {facility_id}: {source}")]
-    Endpoint {
-        facility_id: String,
-        source: FtpEndpointError,
-    },
-    #[error("ftp endpoint id {id:?} is used twice in the registry")]
-    DuplicateEndpoint { id: String },
     #[error("cannot start ingestion: {0}")]
     Ingest(#[from] IngestError),
     #[error("endpoint {endpoint}: {source}")]
