@@ -72,17 +72,17 @@ impl<E: Classify + Display> Event for PollFailed<'_, E> {
 }
 
 /// Consuming from Kafka failed (broker away, topic missing); the consumer
-/// pauses and goes on.
-pub struct ConsumeFailed<'a, E: Classify + Display> {
+/// pauses and goes on, so it counts as retryable.
+pub struct ConsumeFailed<'a, E: Display> {
     /// `parser` or `sink`.
     pub component: &'static str,
     pub pause: Duration,
     pub error: &'a E,
 }
 
-impl<E: Classify + Display> Event for ConsumeFailed<'_, E> {
+impl<E: Display> Event for ConsumeFailed<'_, E> {
     fn emit(self) {
-        count(self.component, self.error.kind());
+        count(self.component, ErrorKind::Retryable);
         let (component, error) = (self.component, self.error);
         let pause_ms = millis(Some(self.pause));
         tracing::warn!(component, pause_ms, %error, "Consumer error; retrying.");
@@ -101,6 +101,8 @@ pub struct WorkFailed<'a, E: Classify + Display> {
     pub origin: Option<(&'a str, i32, i64)>,
     /// The data set (table), when there is one.
     pub dataset: Option<&'a str>,
+    /// The file and its facility, when the work is one file.
+    pub file: Option<(&'a str, &'a str)>,
     /// Failures of this unit so far.
     pub attempt: u32,
     pub retry_in: Option<Duration>,
@@ -122,13 +124,18 @@ impl<E: Classify + Display> Event for WorkFailed<'_, E> {
             Some((topic, partition, offset)) => (Some(topic), Some(partition), Some(offset)),
             None => (None, None, None),
         };
+        let (facility_id, file_id) = match self.file {
+            Some((facility, file)) => (Some(facility), Some(file)),
+            None => (None, None),
+        };
         let retry_in_ms = millis(self.retry_in);
         if kind == ErrorKind::Fatal {
-            tracing::error!(component, work, dataset, topic, partition, offset, %error,
-                "Failed fatally.");
+            tracing::error!(component, work, dataset, facility_id, file_id, topic, partition,
+                offset, %error, "Failed fatally.");
         } else {
-            tracing::warn!(component, work, dataset, topic, partition, offset, attempt,
-                retry_in_ms, kind = kind.as_str(), %error, "Failed; will be retried.");
+            tracing::warn!(component, work, dataset, facility_id, file_id, topic, partition,
+                offset, attempt, retry_in_ms, kind = kind.as_str(), %error,
+                "Failed; will be retried.");
         }
     }
 }
@@ -182,6 +189,7 @@ mod tests {
             work: "batch",
             origin: Some(("t", 0, 7)),
             dataset: Some("d"),
+            file: None,
             attempt: 1,
             retry_in: None,
             error: &Boom(ErrorKind::Fatal),

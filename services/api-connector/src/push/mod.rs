@@ -24,6 +24,7 @@ use axum::response::Response;
 use axum::routing::{post, put};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
+use medlake_common::events::{Event, WorkFailed};
 use medlake_common::ingest::{Ingestor, RawFile};
 use medlake_common::raw_file::Source;
 use medlake_common::{Classify, ErrorKind, metrics};
@@ -256,12 +257,19 @@ async fn accept(
         .ingest_identified(file)
         .await
         .map_err(|error| {
-            let kind = error.kind();
-            metrics::ERRORS
-                .with_label_values(&["api_connector", kind.as_str()])
-                .inc();
-            tracing::error!(facility_id, file_id, %error, "Pushed file could not be ingested.");
-            match kind {
+            // The sender retries on 503; nothing is kept here.
+            WorkFailed {
+                component: "api_connector",
+                work: "pushed file",
+                origin: None,
+                dataset: None,
+                file: Some((&facility_id, &file_id)),
+                attempt: 1,
+                retry_in: None,
+                error: &error,
+            }
+            .emit();
+            match error.kind() {
                 ErrorKind::Retryable => ApiError::Unavailable,
                 ErrorKind::BadInput | ErrorKind::Fatal => ApiError::Internal,
             }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use medlake_common::backoff::Backoff;
 use medlake_common::config::TopicsConfig;
 use medlake_common::dead_letter::{DeadLetter, ErrorCode, Origin};
+use medlake_common::events::{ConsumeFailed, Event, WorkFailed};
 use medlake_common::ingest::RawZone;
 use medlake_common::ledger::{FileStatus, LedgerEntry, timestamp};
 use medlake_common::raw_file::header::PAYLOAD_REF;
@@ -39,6 +40,9 @@ pub struct Worker {
     pub raw: RawZone,
     pub env: Arc<ParseEnv>,
 }
+
+/// The `component` label of the parser's events.
+const COMPONENT: &str = "parser";
 
 /// The longest pause after a consumer error. Such errors (broker away,
 /// coordinator moving) are reports of librdkafka, which reconnects on its
@@ -78,13 +82,16 @@ impl Worker {
                     detach(&message)
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "Consuming raw files failed; retrying.");
-                    metrics::ERRORS
-                        .with_label_values(&["parser", "retryable"])
-                        .inc();
+                    let pause = consume_backoff.next_base();
+                    ConsumeFailed {
+                        component: COMPONENT,
+                        pause,
+                        error: &error,
+                    }
+                    .emit();
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(consume_backoff.next_base()) => continue,
+                        () = tokio::time::sleep(pause) => continue,
                     }
                 }
             };
@@ -97,16 +104,22 @@ impl Worker {
             match self.handle(message, inline).await {
                 Ok(()) => backoff.reset(),
                 Err(error) => {
-                    let kind = error.kind();
-                    metrics::ERRORS
-                        .with_label_values(&["parser", kind_label(kind)])
-                        .inc();
-                    if kind == ErrorKind::Fatal {
-                        return Err(error);
+                    let fatal = error.kind() == ErrorKind::Fatal;
+                    let wait = (!fatal).then(|| backoff.next_base());
+                    WorkFailed {
+                        component: COMPONENT,
+                        work: "raw file",
+                        origin: Some((&topic, partition, offset)),
+                        dataset: None,
+                        file: None,
+                        attempt: backoff.failures(),
+                        retry_in: wait,
+                        error: &error,
                     }
-                    let wait = backoff.next_base();
-                    tracing::warn!(%error, topic, partition, offset, wait_ms = wait.as_millis() as u64,
-                        "File failed; rewinding to retry it.");
+                    .emit();
+                    let Some(wait) = wait else {
+                        return Err(error);
+                    };
                     self.rewind(&topic, partition, offset);
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
@@ -231,14 +244,6 @@ fn count_output(summary: &FileSummary) {
                 .with_label_values(&[dataset.as_str(), code.stage().as_str(), code.as_str()])
                 .inc_by(*n);
         }
-    }
-}
-
-fn kind_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Retryable => "retryable",
-        ErrorKind::BadInput => "bad_input",
-        ErrorKind::Fatal => "fatal",
     }
 }
 
