@@ -155,6 +155,8 @@ error_codes! {
     CompressionRatio = "compression_ratio" @ Unzip,
     /// Archives nested deeper than allowed.
     NestingTooDeep = "nesting_too_deep" @ Unzip,
+    /// The archive holds no file (an export that produced nothing).
+    EmptyArchive = "empty_archive" @ Unzip,
     /// No data set matches the entry.
     NoDataset = "no_dataset" @ Route,
     /// More than one data set matches the entry.

@@ -16,16 +16,34 @@ use crate::text;
 /// How many bytes of an entry are looked at to route it by header or root element.
 const PEEK_BYTES: usize = 64 * 1024;
 
+/// The environment variable that names the variable holding the parser's global PII
+/// key: the configuration's `parser.pii_key.env` (see `medlake_common::config`).
+pub const PII_KEY_ENV_VAR: &str = "MEDLAKE_PARSER__PII_KEY__ENV";
+
+/// The environment variable that names a file holding the parser's global PII key:
+/// the configuration's `parser.pii_key.file`.
+pub const PII_KEY_FILE_VAR: &str = "MEDLAKE_PARSER__PII_KEY__FILE";
+
 /// The parser's environment could not be built (a configuration problem: fatal).
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
-    /// A data set hashes PII but no key is available.
+    /// A data set's own PII key cannot be read.
     #[error("data set {dataset}: {reason}")]
     PiiKey {
         /// The data set.
         dataset: String,
         /// What is missing (never the key).
         reason: String,
+    },
+    /// A data set hashes PII, names no key of its own, and the parser has no global key.
+    #[error(
+        "data set {dataset}: `pii: hash` fields need a key: set `pii_key` in the data set, \
+         or `parser.pii_key` in the configuration (`{{ env: NAME }}` or `{{ file: PATH }}`), \
+         e.g. {PII_KEY_ENV_VAR}=NAME with the key in variable NAME, or {PII_KEY_FILE_VAR}=PATH"
+    )]
+    NoPiiKey {
+        /// The data set.
+        dataset: String,
     },
     /// A field could not be compiled (should have been caught by validation).
     #[error("data set {dataset}: field {field}: {reason}")]
@@ -128,9 +146,20 @@ impl ParseEnv {
     }
 }
 
+/// Whether a data set has `pii: hash` fields.
+fn hashes_pii(dataset: &Dataset) -> bool {
+    dataset.fields.iter().any(|f| f.pii == Some(Pii::Hash))
+}
+
+/// Whether a data set hashes PII with the parser's global key (it names no key of its
+/// own).
+pub fn needs_global_pii_key(dataset: &Dataset) -> bool {
+    dataset.pii_key.is_none() && hashes_pii(dataset)
+}
+
 fn prepare(dataset: Dataset, global_key: Option<&Secret>) -> Result<Prepared, EnvError> {
     let name = dataset.name.clone();
-    let needs_key = dataset.fields.iter().any(|f| f.pii == Some(Pii::Hash));
+    let needs_key = hashes_pii(&dataset);
     let own_key = match (&dataset.pii_key, needs_key) {
         (Some(r), true) => Some(r.resolve().map_err(|e| EnvError::PiiKey {
             dataset: name.clone(),
@@ -143,10 +172,7 @@ fn prepare(dataset: Dataset, global_key: Option<&Secret>) -> Result<Prepared, En
         .or(global_key)
         .map(|s| s.expose().as_bytes());
     if needs_key && key.is_none() {
-        return Err(EnvError::PiiKey {
-            dataset: name,
-            reason: "`pii: hash` fields need a key (pii_key or the parser's global key)".into(),
-        });
+        return Err(EnvError::NoPiiKey { dataset: name });
     }
     let plans = dataset
         .fields
@@ -245,5 +271,55 @@ impl Prepared {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const HASHED: &str = r#"
+name: visits
+match: { entry: ["visits*.csv"] }
+format: { type: csv }
+fields:
+  - { name: patient, type: string, source: Patient, pii: hash }
+table: { mode: append }
+"#;
+
+    fn dataset(yaml: &str) -> Dataset {
+        Dataset::from_yaml(yaml, Path::new("t.yaml")).unwrap()
+    }
+
+    #[test]
+    fn a_missing_key_says_which_setting_and_variable_to_set() {
+        let err = ParseEnv::new(
+            vec![dataset(HASHED)],
+            Registry::default(),
+            Limits::default(),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(&err, EnvError::NoPiiKey { dataset } if dataset == "visits"));
+        let message = err.to_string();
+        for names in [
+            "parser.pii_key",
+            "MEDLAKE_PARSER__PII_KEY__ENV=",
+            "{ env: NAME }",
+        ] {
+            assert!(message.contains(names), "{message}");
+        }
+        assert!(!message.contains("MEDLAKE_PII_KEY"), "{message}");
+    }
+
+    #[test]
+    fn only_data_sets_without_their_own_key_need_the_global_one() {
+        assert!(needs_global_pii_key(&dataset(HASHED)));
+        let own = HASHED.replace("table:", "pii_key: { env: VISITS_PII_KEY }\ntable:");
+        assert!(!needs_global_pii_key(&dataset(&own)));
+        let plain = HASHED.replace(", pii: hash", "");
+        assert!(!needs_global_pii_key(&dataset(&plain)));
     }
 }

@@ -127,6 +127,10 @@ pub enum FileError {
         /// The limit.
         limit: u8,
     },
+    /// The archive holds no file at all (only folders, or nothing): the facility's
+    /// export produced nothing, which its feed status must show.
+    #[error("archive holds no file")]
+    EmptyArchive,
 }
 
 fn at(entry: &Option<String>) -> String {
@@ -150,6 +154,7 @@ impl FileError {
             FileError::ArchiveTooLarge { .. } => ErrorCode::ArchiveTooLarge,
             FileError::CompressionRatio { .. } => ErrorCode::CompressionRatio,
             FileError::NestingTooDeep { .. } => ErrorCode::NestingTooDeep,
+            FileError::EmptyArchive => ErrorCode::EmptyArchive,
         }
     }
 

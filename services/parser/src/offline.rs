@@ -6,6 +6,10 @@
 //! `_file_id` is the SHA-256 of the file as in production, and `_ingested_at` is the
 //! `now` given (the command takes `--now` / `MEDLAKE_PARSE_NOW` so output is
 //! reproducible; it defaults to the current time).
+//!
+//! `pii: hash` fields are hashed with the key the service would use (`parser.pii_key`)
+//! when one is given. Without one the dry run still runs, with a throw-away random key
+//! it announces on `err`: the hashes then match nothing in the lake.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use medlake_common::raw_file::sha256_hex;
 use medlake_common::secret::Secret;
 
 use crate::archive::Limits;
-use crate::env::{EnvError, ParseEnv};
+use crate::env::{EnvError, ParseEnv, needs_global_pii_key};
 use crate::error::{FileError, Reject};
 use crate::pipeline::{
     Delivery, FileInput, FileSummary, ProcessError, Record, RecordSink, process_file,
@@ -25,6 +29,15 @@ use crate::pipeline::{
 
 /// Facility id used when none is given.
 pub const DEFAULT_FACILITY: &str = "offline";
+
+/// The stderr line of a dry run that hashes with a throw-away key.
+pub const THROW_AWAY_KEY_NOTICE: &str = "note: no PII key configured (parser.pii_key): \
+    `pii: hash` fields are hashed with a throw-away random key, not comparable with the lake's";
+
+/// A key nobody knows: 32 random bytes, hex.
+fn random_key() -> Secret {
+    Secret::new(hex::encode(rand::random::<[u8; 32]>()))
+}
 
 /// What the dry run needs.
 #[derive(Debug)]
@@ -37,7 +50,8 @@ pub struct OfflineOptions {
     pub schemas_dir: PathBuf,
     /// Facility registry (zip passwords); empty when there is none.
     pub registry: Registry,
-    /// Global key for `pii: hash`.
+    /// Global key for `pii: hash`; `None`: a throw-away random key, announced on `err`
+    /// when a data set needs it.
     pub pii_key: Option<Secret>,
     /// `_ingested_at` of every record.
     pub now: DateTime<Utc>,
@@ -125,11 +139,22 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Result<Outcome, OfflineError> {
     let datasets = dataset::load_dir(&opts.schemas_dir)?;
+    let throw_away;
+    let pii_key = match &opts.pii_key {
+        Some(key) => key,
+        None => {
+            if datasets.iter().any(needs_global_pii_key) {
+                writeln!(err, "{THROW_AWAY_KEY_NOTICE}")?;
+            }
+            throw_away = random_key();
+            &throw_away
+        }
+    };
     let env = ParseEnv::new(
         datasets,
         opts.registry.clone(),
         Limits::default(),
-        opts.pii_key.as_ref(),
+        Some(pii_key),
     )?;
     parse_file(&opts.file, &opts.facility_id, &env, opts.now, out, err)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use medlake_common::facilities::Registry;
 use medlake_common::secret::Secret;
-use medlake_parser::offline::{OfflineOptions, Outcome, run};
+use medlake_parser::offline::{OfflineOptions, Outcome, THROW_AWAY_KEY_NOTICE, run};
 
 /// (fixture, facility, expected exit status)
 const FIXTURES: &[(&str, &str, u8)] = &[
@@ -159,18 +159,54 @@ fn wrong_password_and_unknown_facility_reject_the_file() {
 }
 
 #[test]
+fn an_empty_archive_is_rejected_not_accepted_in_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("adt_F001_20240302.zip");
+    std::fs::write(
+        &file,
+        medlake_datagen::pack::zip(&[], true, medlake_datagen::pack::Protection::None),
+    )
+    .unwrap();
+    let mut o = options("unused", "F001", registry(dir.path()));
+    o.file = file;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = run(&o, &mut out, &mut err).unwrap();
+    let Outcome::Rejected(e) = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(e.code().as_str(), "empty_archive");
+    assert_eq!(outcome.exit_code(), 1);
+    assert!(out.is_empty());
+}
+
+#[test]
 fn configuration_errors_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = options("adt_F001_20240301.zip", "F001", registry(dir.path()));
-    o.pii_key = None;
-    assert!(
-        run(&o, &mut Vec::new(), &mut Vec::new())
-            .unwrap_err()
-            .to_string()
-            .contains("pii")
-    );
     o.schemas_dir = dir.path().join("missing");
     assert!(run(&o, &mut Vec::new(), &mut Vec::new()).is_err());
     let o = options("nope.zip", "F001", registry(dir.path()));
     assert!(run(&o, &mut Vec::new(), &mut Vec::new()).is_err());
+}
+
+#[test]
+fn without_a_pii_key_a_throw_away_key_hashes_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = "adt_F001_20240301.zip";
+    let mut o = options(file, "F001", registry(dir.path()));
+    o.pii_key = None;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = run(&o, &mut out, &mut err).unwrap();
+    assert_eq!(outcome.exit_code(), 1, "the fixture's bad rows");
+    let stderr = String::from_utf8(err).unwrap();
+    let golden = std::fs::read_to_string(expected_path(file, "expected.stderr")).unwrap();
+    assert_eq!(stderr, format!("{THROW_AWAY_KEY_NOTICE}\n{golden}"));
+    // Same records, other hashes: each run draws its own key.
+    let golden = std::fs::read_to_string(expected_path(file, "expected.jsonl")).unwrap();
+    let stdout = String::from_utf8(out).unwrap();
+    assert_eq!(stdout.lines().count(), golden.lines().count());
+    assert_ne!(stdout, golden);
+    let mut again = Vec::new();
+    run(&o, &mut again, &mut Vec::new()).unwrap();
+    assert_ne!(again, stdout.as_bytes());
 }

@@ -25,7 +25,8 @@ pub struct ParseArgs {
     /// `_ingested_at` of the records (RFC 3339), for reproducible output. Default: now.
     #[arg(long, env = "MEDLAKE_PARSE_NOW")]
     pub now: Option<String>,
-    /// Key for `pii: hash` fields of data sets that name no key of their own.
+    /// Key for `pii: hash` fields of data sets that name no key of their own; overrides
+    /// `parser.pii_key` of the configuration.
     #[arg(
         long = "pii-key-env",
         env = "MEDLAKE_PII_KEY",
@@ -33,6 +34,20 @@ pub struct ParseArgs {
         hide = true
     )]
     pub pii_key: Option<String>,
+}
+
+/// The key the service would hash with: `MEDLAKE_PII_KEY`, else `parser.pii_key` of the
+/// configuration. `None` when neither is set (the dry run then uses a throw-away key).
+fn pii_key(args: &ParseArgs, config: &Config) -> Result<Option<Secret>, String> {
+    if let Some(key) = &args.pii_key {
+        return Ok(Some(Secret::new(key.clone())));
+    }
+    config
+        .parser
+        .pii_key
+        .as_ref()
+        .map(|r| r.resolve().map_err(|e| format!("parser.pii_key: {e}")))
+        .transpose()
 }
 
 /// Runs the dry run; returns the process exit status.
@@ -53,6 +68,10 @@ pub fn run(args: &ParseArgs, config: &Config) -> ExitCode {
         Ok(now) => now,
         Err(e) => return usage(e),
     };
+    let pii_key = match pii_key(args, config) {
+        Ok(key) => key,
+        Err(e) => return usage(e),
+    };
     let options = OfflineOptions {
         file: args.file.clone(),
         facility_id: args.facility.clone(),
@@ -61,7 +80,7 @@ pub fn run(args: &ParseArgs, config: &Config) -> ExitCode {
             .clone()
             .unwrap_or_else(|| config.schemas_dir.clone()),
         registry,
-        pii_key: args.pii_key.clone().map(Secret::new),
+        pii_key,
         now,
     };
     let stdout = std::io::stdout();

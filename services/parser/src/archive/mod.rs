@@ -81,7 +81,8 @@ pub(crate) struct Walker<'a> {
 }
 
 /// Calls `on_entry(name, bytes)` for every file in `bytes` (named `file_name`), in
-/// archive order. Directories and macOS metadata (`__MACOSX/`, `.DS_Store`) are skipped.
+/// archive order. Directories and macOS metadata (`__MACOSX/`, `.DS_Store`) are skipped;
+/// an archive with nothing else is [`FileError::EmptyArchive`].
 pub fn walk<E>(
     file_name: &str,
     bytes: &[u8],
@@ -110,7 +111,12 @@ pub fn walk<E>(
             w.budget.total_bytes += bytes.len() as u64;
             on_entry(file_name, bytes.to_vec()).map_err(WalkError::Callback)?;
         }
-        _ => w.container(None, file_name, bytes, 0, on_entry)?,
+        _ => {
+            w.container(None, file_name, bytes, 0, on_entry)?;
+            if w.budget.entries == 0 {
+                return Err(FileError::EmptyArchive.into());
+            }
+        }
     }
     Ok(WalkStats {
         entries: w.budget.entries,

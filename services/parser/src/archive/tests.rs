@@ -71,6 +71,25 @@ fn zip_stored_and_deflate_with_subfolders() {
 }
 
 #[test]
+fn an_archive_with_no_file_is_rejected_as_empty() {
+    let folders_only = pack::zip(&[("__MACOSX/._a.csv", b"junk")], true, Protection::None);
+    let nothing = pack::zip(&[], true, Protection::None);
+    for z in [folders_only, nothing] {
+        assert_eq!(
+            entries("x.zip", &z, &[], &Limits::default()),
+            Err("empty_archive")
+        );
+    }
+    // An empty zip inside a gzip is empty too; an empty entry is still an entry.
+    let nested = pack::gzip(&pack::zip(&[], false, Protection::None));
+    assert_eq!(
+        entries("x.zip.gz", &nested, &[], &Limits::default()),
+        Err("empty_archive")
+    );
+    assert_eq!(ok("a.csv", b"", &[]), [pair("a.csv", "")]);
+}
+
+#[test]
 fn passwords_are_tried_in_turn() {
     for protection in [
         Protection::ZipCrypto("right"),
