@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 
 use medlake_common::ingest::IngestConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of `medlake api-connector`. Pull endpoints themselves are listed
 /// per facility in the facility registry (`http_pull`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConnectorConfig {
     /// Address the push API listens on (`PUT /v1/files/{name}`,
@@ -36,7 +36,7 @@ pub struct ApiConnectorConfig {
 }
 
 /// Request and retry settings of the pull side.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PullConfig {
     /// Time limit of one request (a page or a file download), in milliseconds.

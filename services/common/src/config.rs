@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub fn load<T: DeserializeOwned>(
 }
 
 /// How to reach Kafka.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma separated (`host:port,host:port`).
@@ -67,9 +67,18 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// librdkafka options passed through unchanged, for TLS, SASL and tuning
     /// (`security.protocol: SASL_SSL`, `sasl.mechanisms: SCRAM-SHA-512`, …).
-    /// They override medlake's own settings. Values are never printed.
-    #[serde(default)]
+    /// They override medlake's own settings. Values are never printed, nor
+    /// serialized (they may hold SASL passwords).
+    #[serde(default, serialize_with = "redacted_values")]
     pub options: BTreeMap<String, String>,
+}
+
+/// Serializes a map's keys with every value replaced by `"<redacted>"`.
+fn redacted_values<S: serde::Serializer>(
+    map: &BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.keys().map(|k| (k, "<redacted>")))
 }
 
 fn default_brokers() -> String {
@@ -95,7 +104,7 @@ impl fmt::Debug for KafkaConfig {
 }
 
 /// Topic names and how `medlake topics ensure` creates them.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
     /// Prefix of every topic name: `<prefix>.raw.files`, `<prefix>.records.<dataset>`,
@@ -158,7 +167,7 @@ impl TopicsConfig {
 }
 
 /// The admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to listen on; port 0 picks a free port.
@@ -179,7 +188,7 @@ impl Default for AdminConfig {
 }
 
 /// Log output.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` for people, `json` for log collectors.
@@ -191,7 +200,7 @@ pub struct LogConfig {
 }
 
 /// Log line format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]

@@ -25,7 +25,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::{Classify, ErrorKind, kafka_error_kind};
@@ -36,7 +36,7 @@ use crate::raw_file::{self, RawHeaders, Source};
 pub const RAW_DIR: &str = "_raw";
 
 /// Tuning of [`Ingestor`], embedded in each connector's configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// Files up to this size travel inline in the Kafka message; larger ones

@@ -2,10 +2,10 @@
 //! themselves are in the facility registry (`ftp:` of each facility).
 
 use medlake_common::ingest::IngestConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of `medlake ftp-connector`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FtpConnectorConfig {
     /// Raw zone and publish tuning (inline size limit, queue timeout).

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use medlake_common::admin::Health;
 use medlake_common::config::{AdminConfig, ConfigError, KafkaConfig, LogConfig, TopicsConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How to reach Kafka (`KAFKA_BROKERS` overrides `kafka.brokers`).
@@ -99,7 +99,47 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    /// Every key path (`sink.delta.checkpoint_interval`) of a mapping, nested
+    /// mappings included.
+    fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                key_paths(child, &path, out);
+                out.insert(path);
+            }
+        }
+    }
+
+    /// `config/medlake.yaml` is the configuration's reference: every key the
+    /// configuration has (its defaults, serialized) is written there, so a new
+    /// field without an entry fails here.
+    #[test]
+    fn the_example_config_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/medlake.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let mut documented = BTreeSet::new();
+        key_paths(&example, "", &mut documented);
+
+        let defaults = serde_json::to_value(Config::load(None).unwrap()).unwrap();
+        let mut keys = BTreeSet::new();
+        key_paths(&defaults, "", &mut keys);
+        assert!(keys.len() > 50, "{keys:?}");
+        let missing: Vec<_> = keys.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "keys without an entry in config/medlake.yaml: {missing:?}"
+        );
+    }
 
     /// Every example in `config/` parses: facility registries as registries,
     /// everything else as a configuration file.

@@ -17,12 +17,12 @@ use std::time::Duration;
 use deltalake::DeltaTable;
 use deltalake::operations::optimize::OptimizeType;
 use medlake_common::Shutdown;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::delta::DeltaError;
 
 /// The `maintain` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintainConfig {
     /// Size OPTIMIZE compacts small files into.

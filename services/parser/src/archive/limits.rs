@@ -2,12 +2,12 @@
 
 use std::io::Read;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::FileError;
 
 /// Guards against zip bombs and oversized input.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Most entries one archive (including nested ones) may hold.

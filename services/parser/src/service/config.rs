@@ -1,12 +1,12 @@
 //! The `parser` section of the configuration.
 
 use medlake_common::secret::SecretRef;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::archive::Limits;
 
 /// Configuration of `medlake parser`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParserConfig {
     /// Consumer group of the parser on the raw files topic. Every replica of

@@ -1,9 +1,9 @@
 //! Settings of the Delta writer.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How tables are created and committed to. Part of the sink's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeltaConfig {
     /// Write a checkpoint every this many commits (table property

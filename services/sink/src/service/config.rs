@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use medlake_common::backoff::Backoff;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::start::UntrackedStart;
 use crate::delta::DeltaConfig;
 
 /// How the sink service consumes, batches and writes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Tables this instance writes, by name: data sets of `schemas_dir`
