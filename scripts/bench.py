@@ -43,166 +43,33 @@ import json
 import os
 import pathlib
 import platform
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-SERVICES = ("sink", "parser", "ftp-connector", "api-connector")
-FACILITIES = ("F001", "F002", "F003", "F004", "F005", "F006")
-FTP_PORT = 2199  # as in config/demo-facilities.yaml
-API_PORT = 18481  # api_connector.listen of config/bench.yaml
-ADMIN_PORTS = {"sink": 19411, "parser": 19412, "ftp-connector": 19413, "api-connector": 19414}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The pipeline's processes, file delivery and metric arithmetic are shared
+# with the demo (scripts/demo.py) in scripts/medlake_local.py.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from medlake_local import (  # noqa: E402
+    FACILITIES_FILE, REPO, Delivery, Pipeline, Service, demo_secrets, histogram_quantiles, metric_sum,
+    run_env, run_medlake, split_by_channel, wait_for,
+)
+
+API_ADDR = "127.0.0.1:18481"  # api_connector.listen of config/bench.yaml
+# Admin endpoints, in the order the services start and the results list them.
+ADMINS = {
+    "sink": "127.0.0.1:19411",
+    "parser": "127.0.0.1:19412",
+    "ftp-connector": "127.0.0.1:19413",
+    "api-connector": "127.0.0.1:19414",
+}
 MIB = 1024 * 1024
 
 
 def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Samples of a Prometheus text exposition: (name, labels, value)."""
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)", line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-        samples.append((match.group(1), labels, float(match.group(3))))
-    return samples
-
-
-def metric_sum(samples, name: str, **labels: str) -> float:
-    return sum(
-        v for n, l, v in samples if n == name and all(l.get(k) == w for k, w in labels.items())
-    )
-
-
-def histogram_quantiles(samples, name: str, qs=(0.5, 0.95, 0.99)) -> dict[str, float | None]:
-    """Quantiles of a histogram summed over its labels, interpolated within
-    buckets like PromQL's histogram_quantile."""
-    buckets: dict[float, float] = {}
-    for n, labels, value in samples:
-        if n == f"{name}_bucket":
-            le = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
-            buckets[le] = buckets.get(le, 0.0) + value
-    bounds = sorted(buckets)
-    out: dict[str, float | None] = {}
-    total = buckets.get(float("inf"), 0.0)
-    for q in qs:
-        key = f"p{round(q * 100)}"
-        if total == 0:
-            out[key] = None
-            continue
-        rank = q * total
-        lower, below = 0.0, 0.0
-        for upper in bounds:
-            count = buckets[upper]
-            if count >= rank:
-                if upper == float("inf"):
-                    out[key] = lower  # beyond the last bucket: its bound
-                else:
-                    inside = count - below
-                    out[key] = lower + (upper - lower) * ((rank - below) / inside if inside else 1)
-                break
-            lower, below = upper, count
-    out["count"] = total
-    out["mean"] = metric_sum(samples, f"{name}_sum") / total if total else None
-    return out
-
-
-# ---------------------------------------------------------------- services
-
-
-class Service:
-    """One `medlake <service>` child process with its admin endpoint."""
-
-    def __init__(self, name: str, binary: pathlib.Path, env: dict, log_dir: pathlib.Path):
-        self.name = name
-        self.admin = f"127.0.0.1:{ADMIN_PORTS[name]}"
-        env = dict(env, MEDLAKE_ADMIN__LISTEN=self.admin)
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(binary), name], env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.cpu_at_ready = 0.0
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"http://{self.admin}/readyz", timeout=2) as reply:
-                    if reply.status == 200:
-                        self.cpu_at_ready = self.cpu_seconds()
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
-
-    def metrics(self):
-        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=10) as reply:
-            return parse_metrics(reply.read().decode())
-
-    def cpu_seconds(self) -> float:
-        stat = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-    def peak_rss_mib(self) -> float:
-        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def usage(self, records: int) -> dict:
-        """CPU since ready (per million records) and peak RSS, now."""
-        cpu = self.cpu_seconds() - self.cpu_at_ready
-        return {
-            "cpu_s": round(cpu, 2),
-            "cpu_s_per_m_records": round(cpu / (records / 1e6), 2) if records else None,
-            "peak_rss_mib": round(self.peak_rss_mib(), 1),
-        }
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def wait_for(what: str, check, timeout: float, services: dict[str, Service], poll: float = 0.2):
-    """Polls `check` until it returns a truthy value; fails after `timeout` or
-    when a service died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for service in services.values():
-            if service.proc.poll() is not None:
-                raise RuntimeError(f"{service.name} exited ({service.proc.returncode}) while waiting for {what}; see {service.log_path}")
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
 
 
 # ---------------------------------------------------------------- the run
@@ -213,82 +80,44 @@ class Bench:
         self.args = args
         self.work = pathlib.Path(args.work).resolve()
         self.binary = pathlib.Path(args.binary).resolve()
-        self.secrets = {"DEMO_PII_KEY": "bench-pii-key", "DEMO_FTP_PASSWORD": "bench-ftp-password"}
-        for f in FACILITIES:
-            self.secrets[f"DEMO_{f}_ZIP_PASSWORD"] = f"bench-{f.lower()}-zip"
-            self.secrets[f"DEMO_{f}_API_KEY"] = f"bench-{f.lower()}-api-key"
-        self.secrets["DEMO_F001_ZIP_PASSWORD_OLD"] = "bench-f001-zip-old"
-        self.ftp_server: subprocess.Popen | None = None
+        self.secrets = demo_secrets("bench", zip_suffix="", old_zip_suffix="-old")
         self.phase_dir = self.work
 
     # -- environment
 
     def env(self, phase: str) -> dict:
-        env = dict(os.environ)
-        env.update(self.secrets)
+        """The environment of a phase's `medlake` processes: its own topics
+        and groups, its lake, the repository's schemas and facilities."""
         run = f"{phase}-{int(time.time())}"
+        env = run_env("bench", run, pathlib.Path(self.args.config).resolve(), self.phase_dir / "lake",
+                      self.secrets)
         env.update(
-            MEDLAKE_CONFIG=str(pathlib.Path(self.args.config).resolve()),
-            MEDLAKE_LAKE_URI=str(self.phase_dir / "lake"),
             MEDLAKE_SCHEMAS_DIR=str(REPO / "schemas"),
-            MEDLAKE_FACILITIES_FILE=str(REPO / "config" / "demo-facilities.yaml"),
-            MEDLAKE_TOPICS__PREFIX=f"medlake.bench.{run}",
+            MEDLAKE_FACILITIES_FILE=str(FACILITIES_FILE),
             MEDLAKE_PARSER__GROUP_ID=f"medlake-bench-parser-{run}",
-            MEDLAKE_PARSER__TRANSACTIONAL_ID=f"medlake-bench-parser-{run}",
-            MEDLAKE_SINK__CONSUMER_GROUP=f"medlake-bench-sink-{run}",
             NO_COLOR="1",
         )
         return env
-
-    def medlake(self, env: dict, *args: str, capture=False) -> str:
-        result = subprocess.run(
-            [str(self.binary), *args], env=env, check=True, text=True,
-            stdout=subprocess.PIPE if capture else None,
-        )
-        return result.stdout if capture else ""
 
     # -- data
 
     def generate(self, name: str, files: int, seed: int, max_zip_bytes: int | None = None) -> dict:
         out = self.work / name
         env = self.env("gen")
-        args = ["gen", "--out", str(out), "--registry", str(REPO / "config" / "demo-facilities.yaml"),
+        args = ["gen", "--out", str(out), "--registry", str(FACILITIES_FILE),
                 "--files", str(files), "--seed", str(seed)]
         if max_zip_bytes:
             args += ["--max-zip-bytes", str(max_zip_bytes)]
         started = time.monotonic()
-        self.medlake(env, *args, capture=True)
+        run_medlake(self.binary, env, *args, capture=True)
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["_dir"] = str(out)
         log(f"generated {len(manifest['files'])} files in {time.monotonic() - started:.1f}s: {describe(manifest)}")
         return manifest
 
-    # -- FTP server
-
-    def start_ftp(self) -> pathlib.Path:
-        root = self.phase_dir / "ftp"
-        for f in FACILITIES:
-            (root / f / "incoming").mkdir(parents=True, exist_ok=True)
-        log_path = self.phase_dir / "logs" / "ftp-server.log"
-        env = dict(os.environ, FTP_PASSWORD=self.secrets["DEMO_FTP_PASSWORD"])
-        with open(log_path, "ab") as out:
-            self.ftp_server = subprocess.Popen(
-                [self.args.python, str(REPO / "scripts" / "ftp_server.py"), "--port", str(FTP_PORT),
-                 "--root", str(root), "--user", "demo", "--passive-ports", "30150-30199", "--quiet"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while "FTP server ready" not in log_path.read_text():
-            if self.ftp_server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the FTP server did not start: {log_path.read_text()}")
-            time.sleep(0.1)
-        return root
-
-    def stop_ftp(self) -> None:
-        if self.ftp_server and self.ftp_server.poll() is None:
-            self.ftp_server.terminate()
-            self.ftp_server.wait(10)
-        self.ftp_server = None
+    def delivery(self, manifest: dict) -> Delivery:
+        """Sends the manifest's files to this run's connectors."""
+        return Delivery(pathlib.Path(manifest["_dir"]), self.secrets, API_ADDR)
 
     # -- phases
 
@@ -298,60 +127,21 @@ class Bench:
         (self.phase_dir / "logs").mkdir(parents=True)
         (self.phase_dir / "lake").mkdir()
         env = self.env(name)
-        self.medlake(env, "topics", "ensure", capture=True)
+        run_medlake(self.binary, env, "topics", "ensure", capture=True)
         return env
 
-    def stop_all(self, services: dict[str, Service]) -> None:
-        """Stops the phase's services and its FTP server (if any)."""
-        for service in services.values():
-            service.stop()
-        self.stop_ftp()
+    def pipeline(self, env: dict) -> Pipeline:
+        """The phase's child processes, all stopped when its `with` block ends."""
+        return Pipeline(self.binary, env, self.phase_dir, log)
 
-    def start(self, env: dict, names) -> dict[str, Service]:
-        services = {}
-        for name in names:
-            services[name] = Service(name, self.binary, env, self.phase_dir / "logs")
-        for service in services.values():
-            service.wait_ready()
-        return services
+    def start_ftp(self, run: Pipeline) -> pathlib.Path:
+        """Starts the phase's landing FTP server; returns its root."""
+        return run.start_ftp(self.args.python, self.secrets["DEMO_FTP_PASSWORD"])
 
-    def push(self, manifest: dict, files: list[dict]) -> None:
-        """PUT every file to the push API, `--push-workers` at a time,
-        retrying until each is accepted (202)."""
-        with concurrent.futures.ThreadPoolExecutor(self.args.push_workers) as pool:
-            for _ in pool.map(lambda f: self.put(manifest, f), files):
-                pass
-
-    def put(self, manifest: dict, file: dict) -> float:
-        body = (pathlib.Path(manifest["_dir"]) / file["path"]).read_bytes()
-        key = self.secrets[f"DEMO_{file['facility_id']}_API_KEY"]
-        url = f"http://127.0.0.1:{API_PORT}/v1/files/{file['name']}"
-        deadline = time.monotonic() + 120
-        while True:
-            request = urllib.request.Request(url, data=body, method="PUT", headers={"x-api-key": key})
-            try:
-                with urllib.request.urlopen(request, timeout=60) as reply:
-                    if reply.status == 202:
-                        return time.monotonic()
-                    last = f"{reply.status}"
-            except urllib.error.HTTPError as error:
-                if 400 <= error.code < 500:
-                    raise RuntimeError(f"PUT {file['name']}: {error.code} {error.read()[:200]!r}")
-                last = str(error.code)
-            except (urllib.error.URLError, OSError) as error:
-                last = str(error)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PUT {file['name']} not accepted: {last}")
-            time.sleep(0.2)
-
-    def stage_ftp(self, root: pathlib.Path, manifest: dict, files: list[dict]) -> None:
-        """Drops files into their facility's landing folder, as a finished
-        upload looks (written under a temporary name, then renamed)."""
-        for file in files:
-            target = root / file["facility_id"] / "incoming" / file["name"]
-            part = target.with_name(target.name + ".part")
-            shutil.copyfile(pathlib.Path(manifest["_dir"]) / file["path"], part)
-            os.rename(part, target)
+    @staticmethod
+    def start(run: Pipeline, *names: str) -> dict[str, Service]:
+        """Starts these services with their admin endpoints; waits until ready."""
+        return run.start_services({name: ADMINS[name] for name in names})
 
     def expected_sink_messages(self, parser: Service) -> tuple[int, int]:
         """(files done, messages the parser produced: records, dead letters
@@ -365,9 +155,9 @@ class Bench:
     def reconcile(self, env: dict, manifest: dict) -> dict:
         """Rows per table from the lake; fails unless the lake reconciles
         with the manifest (`medlake tables summary --manifest`)."""
-        out = self.medlake(env, "tables", "summary", "--manifest",
-                           str(pathlib.Path(manifest["_dir"]) / "manifest.json"), "--wait-s", "60",
-                           "--json", capture=True)
+        out = run_medlake(self.binary, env, "tables", "summary", "--manifest",
+                          str(pathlib.Path(manifest["_dir"]) / "manifest.json"), "--wait-s", "60",
+                          "--json", capture=True)
         return json.loads(out)["summary"]["tables"]
 
     def sink_done(self, parser: Service, sink: Service, files: int):
@@ -384,39 +174,34 @@ class Bench:
         env = self.fresh_phase("stages")
         totals = manifest_totals(manifest)
         files = manifest["files"]
-        ftp_files, http_files = files[0::2], files[1::2]
-        root = self.start_ftp()
-        services: dict[str, Service] = {}
-        try:
+        ftp_files, http_files = split_by_channel(files)
+        delivery = self.delivery(manifest)
+        with self.pipeline(env) as run:
             stages = {}
             # FTP connector: its share already waits on the server.
-            self.stage_ftp(root, manifest, ftp_files)
-            services.update(self.start(env, ["ftp-connector"]))
-            ftp = services["ftp-connector"]
+            delivery.stage_ftp(self.start_ftp(run), ftp_files)
+            ftp = self.start(run, "ftp-connector")["ftp-connector"]
             started = time.monotonic()
             wait_for("the FTP connector", lambda: metric_sum(ftp.metrics(), "medlake_connector_files_received_total") >= len(ftp_files),
-                     self.args.timeout, services, poll=0.1)
+                     self.args.timeout, run.services, poll=0.1)
             stages["ftp_connector"] = stage_figures(time.monotonic() - started, manifest_totals(manifest, ftp_files), ftp)
 
-            services.update(self.start(env, ["api-connector"]))
-            api = services["api-connector"]
+            api = self.start(run, "api-connector")["api-connector"]
             started = time.monotonic()
-            self.push(manifest, http_files)
+            delivery.push(http_files, self.args.push_workers)
             stages["api_connector"] = stage_figures(time.monotonic() - started, manifest_totals(manifest, http_files), api)
             log(f"connectors: ftp {stages['ftp_connector']['files_per_s']} files/s, http {stages['api_connector']['files_per_s']} files/s")
 
-            services.update(self.start(env, ["parser"]))
-            parser = services["parser"]
+            parser = self.start(run, "parser")["parser"]
             started = time.monotonic()
             wait_for("the parser", lambda: metric_sum(parser.metrics(), "medlake_parser_files_total") >= len(files),
-                     self.args.timeout, services)
+                     self.args.timeout, run.services)
             stages["parser"] = stage_figures(time.monotonic() - started, totals, parser)
             log(f"parser: {stages['parser']['records_per_s']} records/s")
 
-            services.update(self.start(env, ["sink"]))
-            sink = services["sink"]
+            sink = self.start(run, "sink")["sink"]
             started = time.monotonic()
-            wait_for("the sink", self.sink_done(parser, sink, len(files)), self.args.timeout, services)
+            wait_for("the sink", self.sink_done(parser, sink, len(files)), self.args.timeout, run.services)
             sink_totals = dict(totals)
             sink_totals["bytes"] = int(metric_sum(sink.metrics(), "medlake_sink_batch_bytes_sum"))
             stages["sink"] = stage_figures(time.monotonic() - started, sink_totals, sink)
@@ -424,22 +209,18 @@ class Bench:
             log(f"sink: {stages['sink']['records_per_s']} records/s")
             self.reconcile(env, manifest)
             return stages
-        finally:
-            self.stop_all(services)
 
     def phase_end_to_end(self, manifest: dict) -> dict:
         """All services, every file delivered at once (saturation)."""
         env = self.fresh_phase("end_to_end")
         totals = manifest_totals(manifest)
         files = manifest["files"]
-        root = self.start_ftp()
-        services: dict[str, Service] = {}
-        try:
-            services = self.start(env, SERVICES)
+        with self.pipeline(env) as run:
+            root = self.start_ftp(run)
+            services = self.start(run, *ADMINS)
             profile = self.start_profiles(services)
             started = time.monotonic()
-            self.stage_ftp(root, manifest, files[0::2])
-            self.push(manifest, files[1::2])
+            self.delivery(manifest).deliver(files, self.args.push_workers, ftp_root=root)
             delivered = time.monotonic() - started
             done = wait_for("the pipeline", self.sink_done(services["parser"], services["sink"], len(files)),
                             self.args.timeout, services)
@@ -452,8 +233,6 @@ class Bench:
             figures["rows"] = self.reconcile(env, manifest)
             log(f"end to end: {figures['records_per_s']} records/s, latency {figures['latency_s']}")
             return figures
-        finally:
-            self.stop_all(services)
 
     def phase_fixed_load(self, manifest: dict) -> dict:
         """All services, files pushed over HTTP at a fixed rate."""
@@ -461,9 +240,9 @@ class Bench:
         files = manifest["files"]
         rate = self.args.fixed_files_per_hour / 3600
         totals = manifest_totals(manifest)
-        services: dict[str, Service] = {}
-        try:
-            services = self.start(env, SERVICES)
+        delivery = self.delivery(manifest)
+        with self.pipeline(env) as run:
+            services = self.start(run, *ADMINS)
             started = time.monotonic()
             lag = 0.0
             with concurrent.futures.ThreadPoolExecutor(self.args.push_workers * 2) as pool:
@@ -472,7 +251,7 @@ class Bench:
                     due = started + i / rate
                     time.sleep(max(0.0, due - time.monotonic()))
                     lag = max(lag, time.monotonic() - due)
-                    pending.append(pool.submit(self.put, manifest, file))
+                    pending.append(pool.submit(delivery.put, file))
                 for future in pending:
                     future.result()
             offered = time.monotonic() - started
@@ -492,8 +271,6 @@ class Bench:
             figures["rows"] = self.reconcile(env, manifest)
             log(f"fixed load: {figures['offered_files_per_s']} files/s, latency {figures['latency_s']}")
             return figures
-        finally:
-            self.stop_all(services)
 
     def phase_merge(self) -> dict:
         lake = self.work / "merge"

@@ -1,12 +1,13 @@
-"""Tests of the benchmark's own arithmetic (scripts/bench.py): Prometheus
-text parsing and histogram quantiles. Run by `make test`."""
+"""Tests of the benchmark's own arithmetic (scripts/medlake_local.py, used by
+scripts/bench.py): Prometheus text parsing and histogram quantiles. Run by
+`make test`."""
 
 import pathlib
 import sys
 import unittest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import bench  # noqa: E402
+import medlake_local  # noqa: E402
 
 TEXT = """\
 # HELP medlake_sink_file_to_table_seconds Seconds from arrival to commit.
@@ -29,18 +30,18 @@ medlake_ready 1
 
 class BenchArithmetic(unittest.TestCase):
     def setUp(self):
-        self.samples = bench.parse_metrics(TEXT)
+        self.samples = medlake_local.parse_metrics(TEXT)
 
     def test_sums_over_labels_and_filters_by_label(self):
-        self.assertEqual(bench.metric_sum(self.samples, "medlake_parser_files_total"), 9)
+        self.assertEqual(medlake_local.metric_sum(self.samples, "medlake_parser_files_total"), 9)
         self.assertEqual(
-            bench.metric_sum(self.samples, "medlake_parser_files_total", status="rejected"), 2)
-        self.assertEqual(bench.metric_sum(self.samples, "medlake_ready"), 1)
+            medlake_local.metric_sum(self.samples, "medlake_parser_files_total", status="rejected"), 2)
+        self.assertEqual(medlake_local.metric_sum(self.samples, "medlake_ready"), 1)
 
     def test_quantiles_interpolate_inside_buckets_like_promql(self):
         # Summed over data sets: le=1: 40, le=2: 90, +Inf: 100.
-        q = bench.histogram_quantiles(self.samples, "medlake_sink_file_to_table_seconds",
-                                      qs=(0.2, 0.5, 0.9, 0.95))
+        q = medlake_local.histogram_quantiles(self.samples, "medlake_sink_file_to_table_seconds",
+                                              qs=(0.2, 0.5, 0.9, 0.95))
         self.assertAlmostEqual(q["p20"], 0.5)   # 20 of 40 in [0, 1]
         self.assertAlmostEqual(q["p50"], 1.2)   # 10 of 50 in (1, 2]
         self.assertAlmostEqual(q["p90"], 2.0)   # the top of (1, 2]
@@ -49,7 +50,7 @@ class BenchArithmetic(unittest.TestCase):
         self.assertAlmostEqual(q["mean"], 1.2)
 
     def test_no_observations_give_no_quantiles(self):
-        q = bench.histogram_quantiles([], "medlake_sink_file_to_table_seconds")
+        q = medlake_local.histogram_quantiles([], "medlake_sink_file_to_table_seconds")
         self.assertIsNone(q["p99"])
         self.assertIsNone(q["mean"])
 
