@@ -67,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="with --certfile: refuse login and transfers without TLS",
     )
+    parser.add_argument(
+        "--max-cons-per-ip",
+        type=int,
+        default=0,
+        help="sessions one client address may hold at once, as real servers cap them (default 0: unlimited)",
+    )
     parser.add_argument("--log-file", help="write the server's log here (default stderr)")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
@@ -122,7 +128,8 @@ def main(argv: list[str]) -> int:
 
     server = FTPServer((args.host, args.port), build_handler(args))
     server.max_cons = 256
-    server.max_cons_per_ip = 0  # unlimited: every test client is 127.0.0.1
+    # 0 (the default) is unlimited: every test client is 127.0.0.1.
+    server.max_cons_per_ip = args.max_cons_per_ip
 
     def stop(signum: int, _frame: object) -> None:
         logging.info("signal %d: stopping", signum)

@@ -616,3 +616,124 @@ async fn ftps_endpoints_are_polled_over_tls() {
     })
     .await;
 }
+
+/// The landing server as one endpoint: 300 registered facilities (250 with
+/// a folder), 3 folders of nobody, a server that refuses a fourth session
+/// from one client, a pool of 3 sessions. Files dropped into 20 facility
+/// folders are published with the facility of their folder and moved to
+/// its `processed/`; the unknown folders are counted, logged once each and
+/// left alone; the connector never holds more than 3 sessions.
+#[tokio::test]
+async fn the_landing_server_is_walked_by_a_bounded_pool_of_sessions() {
+    const SESSIONS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ftp");
+    let facilities: Vec<String> = (0..300).map(|i| format!("F{i:03}")).collect();
+    for facility in &facilities[..250] {
+        std::fs::create_dir_all(root.join(facility).join("incoming")).unwrap();
+    }
+    let unknown = ["X01", "X02", "stray"];
+    for folder in unknown {
+        std::fs::create_dir_all(root.join(folder).join("incoming")).unwrap();
+        std::fs::write(root.join(folder).join("incoming/left.zip"), b"nobody's").unwrap();
+    }
+    let limit = SESSIONS.to_string();
+    let server = FtpServer::start_with(
+        &root,
+        &["--max-cons-per-ip".as_ref(), limit.as_str().as_ref()],
+    );
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let password_env = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    let mut yaml = format!(
+        "landing:\n  - sessions: {SESSIONS}\n    server:\n      id: landing\n      \
+         host: 127.0.0.1\n      port: {}\n      user: {USER}\n      \
+         password: {{ env: {password_env} }}\n      directory: /{{facility}}/incoming\n      \
+         glob: '*.zip'\n      poll_interval_ms: 500\n      timeout_ms: 5000\nfacilities:\n",
+        server.port
+    );
+    for facility in &facilities {
+        yaml.push_str(&format!("  - id: {facility}\n"));
+    }
+    std::fs::write(dir.path().join("facilities.yaml"), yaml).unwrap();
+    let connector = Connector::start(&topics, dir.path(), &[(&password_env, &server.password)]);
+
+    // Dropped as a finished upload looks: written under another name, renamed.
+    let chosen: Vec<&String> = (0..20).map(|i| &facilities[(i * 37 + 11) % 250]).collect();
+    let mut expected = std::collections::BTreeMap::new();
+    for (i, facility) in chosen.iter().enumerate() {
+        let folder = root.join(facility.as_str()).join("incoming");
+        let name = format!("extract_{i:02}.zip");
+        let bytes = format!("file {i} of {facility}").into_bytes();
+        std::fs::write(folder.join(format!("{name}.part")), &bytes).unwrap();
+        std::fs::rename(folder.join(format!("{name}.part")), folder.join(&name)).unwrap();
+        expected.insert(name, (facility.to_string(), bytes));
+    }
+
+    // The sessions gauge is sampled while the files come in.
+    let sessions = "medlake_connector_ftp_sessions{endpoint=\"landing\"}";
+    let (topic, count) = (topics.raw_files(), expected.len());
+    let reader = tokio::spawn(async move { read_topic(&topic, count, TIMEOUT).await });
+    let mut most_sessions = 0.0_f64;
+    while !reader.is_finished() {
+        most_sessions = most_sessions.max(connector.metric(sessions).await.unwrap_or(0.0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let messages = reader.await.unwrap();
+    assert_eq!(messages.len(), expected.len(), "{}", connector.logs());
+    for message in &messages {
+        let headers = RawHeaders::from_message(message).unwrap();
+        let (facility, bytes) = &expected[&headers.file_name];
+        assert_raw_message(message, facility, &headers.file_name, bytes);
+    }
+    for (name, (facility, _)) in &expected {
+        let incoming = root.join(facility).join("incoming");
+        eventually(TIMEOUT, "moved to processed/", || async {
+            incoming.join("processed").join(name).exists().then_some(())
+        })
+        .await;
+        assert!(!incoming.join(name).exists());
+    }
+    assert_no_more(&topics.raw_files(), expected.len(), Duration::from_secs(2)).await;
+
+    eventually(TIMEOUT, "the unknown folders counted", || async {
+        let n = connector
+            .metric("medlake_connector_unknown_folders{endpoint=\"landing\"}")
+            .await;
+        (n == Some(unknown.len() as f64)).then_some(())
+    })
+    .await;
+    let walks_before = connector.logs().matches("Walked.").count();
+    eventually(TIMEOUT, "two more walks", || async {
+        (connector.logs().matches("Walked.").count() >= walks_before + 2).then_some(())
+    })
+    .await;
+    let logged: Vec<_> = connector
+        .events()
+        .into_iter()
+        .filter(|e| e["level"] == "WARN" && e["endpoint"] == "landing" && e.get("folder").is_some())
+        .map(|e| e["folder"].as_str().unwrap().to_string())
+        .collect();
+    let mut logged = logged;
+    logged.sort();
+    assert_eq!(logged, ["X01", "X02", "stray"], "each logged once");
+    for folder in unknown {
+        assert!(
+            root.join(folder).join("incoming/left.zip").exists(),
+            "{folder} left alone"
+        );
+    }
+
+    most_sessions = most_sessions.max(connector.metric(sessions).await.unwrap_or(0.0));
+    assert!(
+        most_sessions >= 1.0 && most_sessions <= SESSIONS as f64,
+        "sessions held: {most_sessions}"
+    );
+    // The server refuses a session over the limit: none was refused.
+    let errors = connector.metrics().await;
+    assert!(
+        !errors.contains("medlake_connector_poll_errors_total{endpoint=\"landing\""),
+        "{errors}\n{}",
+        connector.logs()
+    );
+}

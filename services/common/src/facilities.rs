@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::endpoints::ftp::{FtpEndpoint, FtpEndpointError};
+use crate::endpoints::ftp::{FtpEndpoint, FtpEndpointError, LandingServer};
 use crate::endpoints::http::{HttpEndpointError, HttpPullEndpoint};
 use crate::endpoints::is_valid_id;
 use crate::secret::{Secret, SecretError, SecretRef};
@@ -28,6 +28,9 @@ struct RegistryFile {
     /// Every facility medlake accepts data from.
     #[serde(default)]
     facilities: Vec<Facility>,
+    /// The company's landing FTP servers (a folder per facility).
+    #[serde(default)]
+    landing: Vec<LandingServer>,
 }
 
 /// One care facility.
@@ -92,6 +95,11 @@ pub enum RegistryError {
         facility_id: String,
         source: FtpEndpointError,
     },
+    #[error("facility registry {path}: {source}")]
+    Landing {
+        path: PathBuf,
+        source: FtpEndpointError,
+    },
     #[error("facility registry {path}: ftp endpoint id {id:?} is used twice")]
     DuplicateFtpEndpoint { path: PathBuf, id: String },
     #[error("facility registry {path}: facility {facility_id}: {source}")]
@@ -114,6 +122,7 @@ pub enum RegistryError {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     facilities: HashMap<String, Facility>,
+    landing: Vec<LandingServer>,
 }
 
 impl Registry {
@@ -137,6 +146,18 @@ impl Registry {
             })?;
         let mut facilities = HashMap::new();
         let mut ftp_ids = HashSet::new();
+        for server in &file.landing {
+            server.validate().map_err(|source| RegistryError::Landing {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            if !ftp_ids.insert(server.server.id.clone()) {
+                return Err(RegistryError::DuplicateFtpEndpoint {
+                    path: path.to_path_buf(),
+                    id: server.server.id.clone(),
+                });
+            }
+        }
         for facility in file.facilities {
             let id = facility.id.clone();
             if !is_valid_id(&id) {
@@ -167,7 +188,15 @@ impl Registry {
                 });
             }
         }
-        Ok(Self { facilities })
+        Ok(Self {
+            facilities,
+            landing: file.landing,
+        })
+    }
+
+    /// The landing servers, in registry order.
+    pub fn landing(&self) -> &[LandingServer] {
+        &self.landing
     }
 
     /// The facility with this id.
@@ -300,6 +329,25 @@ facilities:
         let bad = "facilities:\n  - id: A\n    ftp: [{ id: e, host: h, user: u, password: { env: P }, glob: '[' }]\n";
         let err = Registry::parse(bad, Path::new("f")).unwrap_err();
         assert!(err.to_string().contains("glob"), "{err}");
+    }
+
+    #[test]
+    fn landing_servers_are_validated_and_share_the_ftp_endpoint_ids() {
+        let server =
+            "{ id: e, host: h, user: u, password: { env: P }, directory: '/{facility}/in' }";
+        let ok = format!("landing: [{{ server: {server} }}]\nfacilities:\n  - id: A\n");
+        let r = Registry::parse(&ok, Path::new("f")).unwrap();
+        assert_eq!(r.landing().len(), 1);
+        assert_eq!(r.landing()[0].folder_of("A").directory, "/A/in");
+        let clash =
+            format!("{ok}    ftp: [{{ id: e, host: h, user: u, password: {{ env: P }} }}]\n");
+        assert!(matches!(
+            Registry::parse(&clash, Path::new("f")),
+            Err(RegistryError::DuplicateFtpEndpoint { .. })
+        ));
+        let bad = ok.replace("/{facility}/in", "/in");
+        let err = Registry::parse(&bad, Path::new("f")).unwrap_err();
+        assert!(err.to_string().contains("{facility}"), "{err}");
     }
 
     #[test]

@@ -386,6 +386,26 @@ pub static CONNECTOR_FILES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| 
     )
 });
 
+/// FTP sessions a connector holds open now, by endpoint id (a landing
+/// server holds at most its `sessions`, whatever its facility count).
+pub static CONNECTOR_FTP_SESSIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "medlake_connector_ftp_sessions",
+        "FTP sessions held open, by endpoint id.",
+        &["endpoint"],
+    )
+});
+
+/// Folders on a landing server that belong to no registered facility (their
+/// files are left alone), by endpoint id, as of the last walk.
+pub static CONNECTOR_UNKNOWN_FOLDERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "medlake_connector_unknown_folders",
+        "Landing server folders of no registered facility, ignored, by endpoint id.",
+        &["endpoint"],
+    )
+});
+
 /// Push API requests, by route template and HTTP status code.
 pub static API_HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

@@ -1,7 +1,10 @@
-//! The task that polls one endpoint: list, take the settled files one by
-//! one (download, ingest, move or delete), sleep, repeat. A failure drops
-//! the session, counts a poll error and backs off; it never touches the
-//! other endpoints, which run in their own tasks.
+//! Polling one FTP folder: list, take the settled files one by one
+//! (download, ingest, move or delete). [`Folder`] is what one folder
+//! remembers between listings; [`Worker`] is the task of a customer's
+//! server, which polls its one folder with its own session, sleeps and
+//! repeats. A failure drops the session, counts a poll error and backs off;
+//! it never touches the other endpoints, which run in their own tasks. The
+//! landing server's folders are walked by a pool instead (`landing.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +20,18 @@ use crate::session::Session;
 use crate::stability::{RemoteFile, StabilityTracker};
 use medlake_common::backoff::Backoff;
 
-/// One endpoint, with the facility it belongs to.
-pub struct Worker {
+/// One folder and the facility whose files it holds, with what the last
+/// listing showed.
+pub struct Folder {
     facility_id: String,
     endpoint: FtpEndpoint,
     ingestor: Arc<Ingestor>,
     tracker: StabilityTracker,
+}
+
+/// One endpoint polled by its own task and session.
+pub struct Worker {
+    folder: Folder,
     backoff: Backoff,
     session: Option<Session>,
 }
@@ -33,15 +42,12 @@ pub struct PollOutcome {
     pub listed: usize,
     pub ingested: usize,
     pub rejected: usize,
+    /// The session was left mid-transfer and must not be used again.
+    pub session_spent: bool,
 }
 
-impl Worker {
-    pub fn new(
-        facility_id: String,
-        endpoint: FtpEndpoint,
-        ingestor: Arc<Ingestor>,
-        backoff: Backoff,
-    ) -> Self {
+impl Folder {
+    pub fn new(facility_id: String, endpoint: FtpEndpoint, ingestor: Arc<Ingestor>) -> Self {
         // The glob was checked when the registry was validated.
         let matcher = globset::Glob::new(&endpoint.glob)
             .map(|g| g.compile_matcher())
@@ -52,6 +58,52 @@ impl Worker {
             endpoint,
             ingestor,
             tracker,
+        }
+    }
+
+    pub fn facility_id(&self) -> &str {
+        &self.facility_id
+    }
+
+    pub fn endpoint(&self) -> &FtpEndpoint {
+        &self.endpoint
+    }
+
+    /// One listing of the session's current folder and the files it
+    /// settled.
+    pub async fn poll(
+        &mut self,
+        session: &mut Session,
+        shutdown: &Shutdown,
+    ) -> Result<PollOutcome, PollError> {
+        let listing = session.list().await?;
+        let mut outcome = PollOutcome {
+            listed: listing.len(),
+            ..PollOutcome::default()
+        };
+        let settled = self.tracker.observe(listing);
+        for file in settled {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.take(session, &file, shutdown).await? {
+                Taken::Ingested => outcome.ingested += 1,
+                Taken::Rejected => outcome.rejected += 1,
+                Taken::Skipped => {}
+                Taken::SessionSpent => {
+                    outcome.session_spent = true;
+                    break;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+impl Worker {
+    pub fn new(folder: Folder, backoff: Backoff) -> Self {
+        Self {
+            folder,
             backoff,
             session: None,
         }
@@ -60,14 +112,15 @@ impl Worker {
     /// Polls until `shutdown`; returns an error only when the service must
     /// stop (a fatal ingestion error).
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), PollError> {
-        let id = self.endpoint.id.clone();
-        let interval = Duration::from_millis(self.endpoint.poll_interval_ms);
+        let endpoint = self.folder.endpoint.clone();
+        let id = endpoint.id.as_str();
+        let interval = Duration::from_millis(endpoint.poll_interval_ms);
         tracing::info!(
             endpoint = id,
-            facility_id = self.facility_id,
-            host = self.endpoint.host,
-            port = self.endpoint.port,
-            ftps = self.endpoint.ftps,
+            facility_id = self.folder.facility_id,
+            host = endpoint.host,
+            port = endpoint.port,
+            ftps = endpoint.ftps,
             "Polling FTP endpoint."
         );
         loop {
@@ -87,19 +140,10 @@ impl Worker {
                     interval
                 }
                 Err(error) => {
-                    self.drop_session();
-                    let fatal = error.kind() == ErrorKind::Fatal;
-                    let delay = (!fatal).then(|| self.backoff.next_delay());
-                    PollFailed {
-                        component: "ftp_connector",
-                        endpoint: id.as_str(),
-                        stage: error.stage(),
-                        failures: self.backoff.failures(),
-                        retry_in: delay,
-                        error: &error,
-                    }
-                    .emit();
-                    match delay {
+                    // Dropped without QUIT: after an error the connection
+                    // state is unknown.
+                    self.session = None;
+                    match failed(id, &error, &mut self.backoff) {
                         Some(delay) => delay,
                         None => return Err(error),
                     }
@@ -117,63 +161,62 @@ impl Worker {
         Ok(())
     }
 
-    fn drop_session(&mut self) {
-        // Dropped without QUIT: after an error the connection state is unknown.
-        self.session = None;
-    }
-
-    /// A live session at the start of a poll: the kept one if the server
-    /// still answers (it may close idle sessions), else a new one.
-    async fn fresh_session(&mut self) -> Result<&mut Session, PollError> {
-        if let Some(session) = self.session.as_mut()
-            && !session.alive().await
-        {
-            self.session = None;
-        }
-        self.session().await
-    }
-
-    /// The current session, opened if there is none.
-    async fn session(&mut self) -> Result<&mut Session, PollError> {
-        if self.session.is_none() {
-            self.session = Some(Session::open(&self.endpoint).await?);
-        }
-        Ok(self.session.as_mut().expect("session was just set"))
-    }
-
-    /// One listing and the files it settled.
+    /// One poll with a live session: the kept one if the server still
+    /// answers (it may close idle sessions), else a new one.
     pub async fn poll(&mut self, shutdown: &Shutdown) -> Result<PollOutcome, PollError> {
-        let listing = self.fresh_session().await?.list().await?;
-        let mut outcome = PollOutcome {
-            listed: listing.len(),
-            ..PollOutcome::default()
+        let mut session = match self.session.take() {
+            Some(mut session) => {
+                if session.alive().await {
+                    session
+                } else {
+                    Session::open(&self.folder.endpoint).await?
+                }
+            }
+            None => Session::open(&self.folder.endpoint).await?,
         };
-        let settled = self.tracker.observe(listing);
-        for file in settled {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            match self.take(&file, shutdown).await? {
-                Taken::Ingested => outcome.ingested += 1,
-                Taken::Rejected => outcome.rejected += 1,
-                Taken::Skipped => {}
-            }
+        let outcome = self.folder.poll(&mut session, shutdown).await?;
+        if !outcome.session_spent {
+            self.session = Some(session);
         }
         Ok(outcome)
     }
+}
 
+/// Emits the poll failure of `endpoint` and returns the delay before the
+/// next try, or `None` when the error is fatal for the service.
+pub fn failed(endpoint: &str, error: &PollError, backoff: &mut Backoff) -> Option<Duration> {
+    let fatal = error.kind() == ErrorKind::Fatal;
+    let delay = (!fatal).then(|| backoff.next_delay());
+    PollFailed {
+        component: "ftp_connector",
+        endpoint,
+        stage: error.stage(),
+        failures: backoff.failures(),
+        retry_in: delay,
+        error,
+    }
+    .emit();
+    delay
+}
+
+impl Folder {
     /// Downloads, ingests and finishes one settled file.
-    async fn take(&mut self, file: &RemoteFile, shutdown: &Shutdown) -> Result<Taken, PollError> {
+    async fn take(
+        &mut self,
+        session: &mut Session,
+        file: &RemoteFile,
+        shutdown: &Shutdown,
+    ) -> Result<Taken, PollError> {
         let endpoint = self.endpoint.clone();
         let id = endpoint.id.as_str();
         if self.tracker.needs_age() {
-            let modified = self.session().await?.modified(&file.name).await?;
+            let modified = session.modified(&file.name).await?;
             if !self.tracker.old_enough(modified, Utc::now()) {
                 return Ok(Taken::Skipped);
             }
         }
         if file.size > endpoint.max_file_bytes {
-            self.reject(file, "too_large").await?;
+            self.reject(session, file, "too_large").await?;
             return Ok(Taken::Rejected);
         }
         tracing::debug!(
@@ -182,7 +225,6 @@ impl Worker {
             bytes = file.size,
             "Downloading."
         );
-        let session = self.session().await?;
         let bytes = tokio::select! {
             // Abandoning a download is safe: nothing was acknowledged yet.
             () = shutdown.cancelled() => return Ok(Taken::Skipped),
@@ -193,10 +235,9 @@ impl Worker {
             Err(PollError::TooLarge { .. }) => {
                 // Grew past the limit since it was listed: leave it for the
                 // next listing, which sees its real size.
-                self.drop_session();
                 self.tracker
                     .changed(&file.name, endpoint.max_file_bytes + 1);
-                return Ok(Taken::Skipped);
+                return Ok(Taken::SessionSpent);
             }
             Err(error) => return Err(error),
         };
@@ -221,7 +262,7 @@ impl Worker {
             Ok(receipt) => receipt,
             Err(source) if source.kind() == ErrorKind::BadInput => {
                 tracing::error!(endpoint = id, %source, "File cannot be published; setting it aside.");
-                self.reject(file, "unpublishable").await?;
+                self.reject(session, file, "unpublishable").await?;
                 return Ok(Taken::Rejected);
             }
             Err(source) => {
@@ -233,7 +274,6 @@ impl Worker {
         };
         // Only now, with the file in the raw zone and acked by Kafka, is
         // the source told it was taken.
-        let session = self.session().await?;
         match endpoint.after {
             After::Move => {
                 session
@@ -254,7 +294,12 @@ impl Worker {
 
     /// Moves a file that cannot be ingested to `rejected_dir`, so it is
     /// neither lost nor retried forever.
-    async fn reject(&mut self, file: &RemoteFile, reason: &'static str) -> Result<(), PollError> {
+    async fn reject(
+        &mut self,
+        session: &mut Session,
+        file: &RemoteFile,
+        reason: &'static str,
+    ) -> Result<(), PollError> {
         let endpoint = self.endpoint.clone();
         tracing::warn!(
             endpoint = endpoint.id,
@@ -267,8 +312,7 @@ impl Worker {
             .with_label_values(&[endpoint.id.as_str(), reason])
             .inc();
         let suffix = Utc::now().format("%Y%m%dT%H%M%S").to_string();
-        self.session()
-            .await?
+        session
             .move_to(&endpoint, &file.name, &endpoint.rejected_dir, &suffix)
             .await
     }
@@ -280,4 +324,7 @@ enum Taken {
     Rejected,
     /// Not taken this time (too young, changed, shutting down).
     Skipped,
+    /// Not taken, and the session was left mid-transfer (the file grew past
+    /// the limit): the next listing sees its real size.
+    SessionSpent,
 }

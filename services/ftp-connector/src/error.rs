@@ -79,6 +79,13 @@ pub enum PollError {
 }
 
 impl PollError {
+    /// Whether the server said a folder does not exist (550 to `CWD`): a
+    /// facility that has not pushed by FTP yet, not a failure.
+    pub fn is_missing_folder(&self) -> bool {
+        matches!(self, PollError::Command { operation: "cwd", source: FtpError::UnexpectedResponse(reply) }
+            if reply.status == suppaftp::Status::FileUnavailable)
+    }
+
     /// The bounded `stage` label of the poll error metric.
     pub fn stage(&self) -> &'static str {
         match self {

@@ -28,6 +28,7 @@
 mod config;
 mod endpoint;
 mod error;
+mod landing;
 mod session;
 mod stability;
 
@@ -65,9 +66,20 @@ pub async fn run(
             config.retry_backoff_initial_ms,
             config.retry_backoff_max_ms,
         );
-        let worker = endpoint::Worker::new(facility_id, endpoint, ingestor.clone(), backoff);
+        let folder = endpoint::Folder::new(facility_id, endpoint, ingestor.clone());
+        let worker = endpoint::Worker::new(folder, backoff);
         let stop = stop.clone();
         tasks.spawn(async move { (id, worker.run(stop).await) });
+    }
+    for server in registry.landing() {
+        let backoff = medlake_common::backoff::Backoff::from_ms(
+            config.retry_backoff_initial_ms,
+            config.retry_backoff_max_ms,
+        );
+        let landing = landing::Landing::new(server.clone(), &registry, &config, &ingestor, backoff);
+        let id = landing.id().to_string();
+        let stop = stop.clone();
+        tasks.spawn(async move { (id, landing.run(stop).await) });
     }
     if tasks.is_empty() {
         tracing::warn!("No FTP endpoint to poll; idle until shutdown.");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use medlake_common::endpoints::ftp::FtpEndpoint;
+use medlake_common::metrics;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -16,7 +17,7 @@ use suppaftp::{FtpError, FtpResult};
 use tokio::io::AsyncReadExt;
 
 use crate::error::PollError;
-use crate::stability::{RemoteFile, parse_list_line};
+use crate::stability::{RemoteFile, parse_dir_line, parse_list_line};
 
 /// A logged-in session (plain FTP or explicit FTPS: the stream type is the
 /// same, TLS is switched on by `AUTH TLS`).
@@ -24,6 +25,27 @@ pub struct Session {
     ftp: AsyncRustlsFtpStream,
     timeout: Duration,
     made_dirs: bool,
+    /// The login folder, which relative folders are taken from.
+    home: String,
+    /// Counts this session in `medlake_connector_ftp_sessions` while it lives.
+    _held: Held,
+}
+
+/// One open session in the sessions gauge, from login to drop.
+struct Held(prometheus::IntGauge);
+
+impl Held {
+    fn new(endpoint: &str) -> Self {
+        let gauge = metrics::CONNECTOR_FTP_SESSIONS.with_label_values(&[endpoint]);
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Runs `op` with the endpoint's timeout.
@@ -125,17 +147,38 @@ impl Session {
                 .map_err(command("type"))
         })
         .await?;
-        if endpoint.directory != "." {
-            timed(timeout, "cwd", async {
-                ftp.cwd(&endpoint.directory).await.map_err(command("cwd"))
-            })
-            .await?;
-        }
-        Ok(Self {
+        let home = timed(timeout, "pwd", async {
+            ftp.pwd().await.map_err(command("pwd"))
+        })
+        .await?;
+        let mut session = Self {
             ftp,
             timeout,
             made_dirs: false,
+            home,
+            _held: Held::new(&endpoint.id),
+        };
+        if endpoint.directory != "." {
+            session.enter(&endpoint.directory).await?;
+        }
+        Ok(session)
+    }
+
+    /// Makes `directory` (absolute, or relative to the login folder) the
+    /// current folder.
+    pub async fn enter(&mut self, directory: &str) -> Result<(), PollError> {
+        let target = if directory.starts_with('/') {
+            directory.to_string()
+        } else {
+            join(&self.home, directory)
+        };
+        let timeout = self.timeout;
+        timed(timeout, "cwd", async {
+            self.ftp.cwd(&target).await.map_err(command("cwd"))
         })
+        .await?;
+        self.made_dirs = false;
+        Ok(())
     }
 
     /// Whether the server still answers (an idle session may have been
@@ -155,6 +198,19 @@ impl Session {
         })
         .await?;
         Ok(lines.iter().filter_map(|l| parse_list_line(l)).collect())
+    }
+
+    /// The names of the folders in `directory`.
+    pub async fn folders(&mut self, directory: &str) -> Result<Vec<String>, PollError> {
+        let timeout = self.timeout;
+        let lines = timed(timeout, "list", async {
+            self.ftp
+                .list(Some(directory))
+                .await
+                .map_err(command("list"))
+        })
+        .await?;
+        Ok(lines.iter().filter_map(|l| parse_dir_line(l)).collect())
     }
 
     /// The modification time of `name` (UTC).

@@ -89,6 +89,17 @@ pub fn parse_list_line(line: &str) -> Option<RemoteFile> {
     })
 }
 
+/// The folder named by one line of a `LIST` answer; `None` for files,
+/// links, `.`/`..` and lines that are not entries.
+pub fn parse_dir_line(line: &str) -> Option<String> {
+    use suppaftp::list::ListParser;
+    let entry = ListParser::parse_posix(line)
+        .or_else(|_| ListParser::parse_dos(line))
+        .ok()?;
+    let name = entry.name();
+    (entry.is_directory() && name != "." && name != "..").then(|| name.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +120,16 @@ mod tests {
             name: name.into(),
             size,
         }
+    }
+
+    #[test]
+    fn folders_are_told_from_files() {
+        let dir = "drwxr-xr-x   2 owner group  4096 Mar  1 12:00 F0001";
+        let file = "-rw-r--r--   1 owner group  1234 Mar  1 12:00 notes.txt";
+        assert_eq!(parse_dir_line(dir).as_deref(), Some("F0001"));
+        assert_eq!(parse_dir_line(file), None);
+        assert_eq!(parse_dir_line("total 8"), None);
+        assert_eq!(parse_dir_line(&dir.replace("F0001", "..")), None);
     }
 
     #[test]

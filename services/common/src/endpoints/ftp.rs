@@ -1,18 +1,34 @@
-//! FTP endpoints the ftp-connector polls: one folder of the company's
-//! landing server per facility (the facility pushes there, source `ftp`), or
-//! a customer's own server (source `ftp_pull`).
+//! FTP endpoints the ftp-connector polls: a customer's own server (source
+//! `ftp_pull`), or a single folder a facility pushes to (source `ftp`).
 //!
 //! ```yaml
 //! facilities:
 //!   - id: F1001
 //!     ftp:
-//!       - id: f1001-landing
-//!         host: landing.internal
-//!         user: f1001
+//!       - id: f1001-export
+//!         host: ftp.f1001.example
+//!         user: medlake
 //!         password: { env: F1001_FTP_PASSWORD }
-//!         directory: /incoming
+//!         directory: /outgoing
 //!         glob: "*.zip"
+//!         source: ftp_pull
 //!         ftps: true
+//! ```
+//!
+//! The company's landing server is one [`LandingServer`]: a folder per
+//! facility (`directory` holds `{facility}`), walked by a bounded pool of
+//! sessions instead of one endpoint and one session per facility.
+//!
+//! ```yaml
+//! landing:
+//!   - sessions: 4
+//!     server:
+//!       id: landing
+//!       host: landing.internal
+//!       user: medlake
+//!       password: { env: LANDING_FTP_PASSWORD }
+//!       directory: "/{facility}/incoming"
+//!       ftps: true
 //! ```
 
 use serde::Deserialize;
@@ -145,6 +161,85 @@ fn default_timeout_ms() -> u64 {
     30_000
 }
 
+/// The placeholder of a landing server's `directory` that stands for a
+/// facility id.
+pub const FACILITY_PLACEHOLDER: &str = "{facility}";
+
+/// The company's landing FTP server: facilities push into their own folder,
+/// found by putting the facility id into `server.directory`
+/// (`/{facility}/incoming`). A bounded pool of `sessions` walks every
+/// registered facility's folder; folders of unknown facilities are ignored.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LandingServer {
+    /// FTP sessions held at once (real servers cap sessions per client).
+    #[serde(default = "default_landing_sessions")]
+    pub sessions: usize,
+    /// The server, and what every facility folder shares: glob, stability,
+    /// poll interval, after, processed and rejected folders, size limit.
+    /// Its `id` is the `endpoint` metric label of every folder; its
+    /// `directory` holds one path segment `{facility}`.
+    pub server: FtpEndpoint,
+}
+
+fn default_landing_sessions() -> usize {
+    4
+}
+
+impl LandingServer {
+    /// Checks the definition: the server as an endpoint, at least one
+    /// session, source `ftp`, and `{facility}` as one whole path segment.
+    pub fn validate(&self) -> Result<(), FtpEndpointError> {
+        self.server.validate()?;
+        let id = || self.server.id.clone();
+        if self.sessions == 0 {
+            return Err(FtpEndpointError::Zero {
+                id: id(),
+                field: "sessions",
+            });
+        }
+        if self.server.source != Source::Ftp {
+            return Err(FtpEndpointError::BadSource { id: id() });
+        }
+        let segments = self.server.directory.split('/');
+        let placeholders = segments
+            .clone()
+            .filter(|s| s.contains(FACILITY_PLACEHOLDER))
+            .count();
+        if placeholders != 1 || !segments.clone().any(|s| s == FACILITY_PLACEHOLDER) {
+            return Err(FtpEndpointError::BadLandingDirectory {
+                id: id(),
+                directory: self.server.directory.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The folder that holds the facility folders (`/` for
+    /// `/{facility}/incoming`, `.` for `{facility}`).
+    pub fn parent_dir(&self) -> String {
+        let directory = &self.server.directory;
+        let at = directory.find(FACILITY_PLACEHOLDER).unwrap_or(0);
+        match directory[..at].trim_end_matches('/') {
+            "" if directory.starts_with('/') => "/".to_string(),
+            "" => ".".to_string(),
+            parent => parent.to_string(),
+        }
+    }
+
+    /// One facility's folder as an endpoint of its own: the server's
+    /// settings with `{facility}` replaced by the facility id.
+    pub fn folder_of(&self, facility_id: &str) -> FtpEndpoint {
+        FtpEndpoint {
+            directory: self
+                .server
+                .directory
+                .replace(FACILITY_PLACEHOLDER, facility_id),
+            ..self.server.clone()
+        }
+    }
+}
+
 /// What is wrong with an FTP endpoint definition.
 #[derive(Debug, thiserror::Error)]
 pub enum FtpEndpointError {
@@ -162,6 +257,10 @@ pub enum FtpEndpointError {
         glob: String,
         reason: String,
     },
+    #[error(
+        "landing server {id}: directory {directory:?} must hold {{facility}} as one whole path segment, e.g. /{{facility}}/incoming"
+    )]
+    BadLandingDirectory { id: String, directory: String },
     #[error("ftp endpoint {id}: password: {source}")]
     Secret { id: String, source: SecretError },
 }
@@ -248,6 +347,62 @@ mod tests {
         assert_eq!(e.stability.min_age_ms, 60_000);
         assert!(e.ftps);
         e.validate().unwrap();
+    }
+
+    fn landing(yaml: &str) -> Result<LandingServer, serde_yaml::Error> {
+        serde_yaml::from_str(yaml)
+    }
+
+    #[test]
+    fn a_landing_server_puts_the_facility_into_its_folder() {
+        let l = landing(&format!(
+            "server: {{ {}, directory: '/in/{{facility}}/incoming' }}",
+            "id: landing, host: h, user: u, password: { env: P }"
+        ))
+        .unwrap();
+        l.validate().unwrap();
+        assert_eq!(l.sessions, 4);
+        assert_eq!(l.parent_dir(), "/in");
+        let folder = l.folder_of("F1");
+        assert_eq!(folder.directory, "/in/F1/incoming");
+        assert_eq!(
+            (folder.id.as_str(), folder.source),
+            ("landing", Source::Ftp)
+        );
+        for (directory, parent) in [("/{facility}", "/"), ("{facility}/x", ".")] {
+            let mut l = l.clone();
+            l.server.directory = directory.into();
+            l.validate().unwrap();
+            assert_eq!(l.parent_dir(), parent, "{directory}");
+        }
+    }
+
+    #[test]
+    fn a_landing_server_needs_one_facility_segment_and_a_session() {
+        let base = "server: { id: landing, host: h, user: u, password: { env: P }";
+        for directory in ["/incoming", "/f-{facility}/in", "/{facility}/{facility}"] {
+            let l = landing(&format!("{base}, directory: '{directory}' }}")).unwrap();
+            assert!(
+                matches!(
+                    l.validate(),
+                    Err(FtpEndpointError::BadLandingDirectory { .. })
+                ),
+                "{directory}"
+            );
+        }
+        let l = landing(&format!(
+            "sessions: 0\n{base}, directory: '/{{facility}}' }}"
+        ))
+        .unwrap();
+        assert!(matches!(l.validate(), Err(FtpEndpointError::Zero { .. })));
+        let l = landing(&format!(
+            "{base}, directory: '/{{facility}}', source: ftp_pull }}"
+        ))
+        .unwrap();
+        assert!(matches!(
+            l.validate(),
+            Err(FtpEndpointError::BadSource { .. })
+        ));
     }
 
     #[test]
