@@ -177,7 +177,6 @@ pub static PARSER_KNOWN_FILES: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 
 // ---------------------------------------------------------------- sink
-// (sink metrics go here)
 
 /// Buckets for batch sizes in rows (messages).
 pub const SINK_BATCH_ROWS_BUCKETS: &[f64] = &[
@@ -335,7 +334,6 @@ pub static SINK_PARTITIONS_REFUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 // ---------------------------------------------------------------- connectors
-// (connector metrics go here)
 
 /// Files a connector put in the raw zone and had acked by Kafka, by source
 /// (`ftp`, `ftp_pull`, `http`, `http_pull`).
