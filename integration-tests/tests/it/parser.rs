@@ -17,7 +17,8 @@ use medlake_common::raw_file::Source;
 use medlake_common::{dataset, kafka, topics};
 use medlake_datagen::pack::{self, Protection};
 use medlake_integration_tests::{
-    ChildGuard, assert_no_more, kafka_config, medlake, read_topic, repo_root, topics_config, unique,
+    ChildGuard, assert_no_more, free_port, kafka_config, medlake, metric_sample, metrics_text,
+    read_topic, repo_root, topics_config, unique,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -491,6 +492,116 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(distinct, expected, "every record once");
     assert_no_more(&topic, expected.len(), QUIET).await;
     assert_no_more(&world.topics.files(), FILES, QUIET).await;
+}
+
+/// A backlog of small files (the seed's shape: a few rows each) goes through
+/// in transactions of several files; SIGKILLs between and inside them lose
+/// and duplicate nothing, and a bad file in a batch rejects only itself.
+#[tokio::test]
+async fn multi_file_transactions_survive_sigkill_exactly_once() {
+    let world = World::new().await;
+    const FILES: usize = 240;
+    const ROWS: usize = 5;
+    let mut expected = BTreeSet::new();
+    let mut bad = Vec::new();
+    for f in 0..FILES {
+        let facility = if f % 2 == 0 { "F1" } else { "F2" };
+        if f % 40 == 7 {
+            let id = world
+                .publish(
+                    facility,
+                    &format!("bad-{f}.zip"),
+                    format!("PK\x03\x04 not a zip {f}").into_bytes(),
+                )
+                .await;
+            bad.push(id);
+            continue;
+        }
+        let entry = format!("adt_{f:03}.csv");
+        let bytes = pack::zip(
+            &[(&entry, &adt_csv(&format!("M{f}"), ROWS))],
+            true,
+            Protection::None,
+        );
+        let id = world
+            .publish(facility, &format!("small-{f}.zip"), bytes)
+            .await;
+        for i in 1..=ROWS as i64 {
+            expected.insert((id.clone(), entry.clone(), i));
+        }
+    }
+
+    let spawn = || {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut command = world.parser();
+        command
+            .env("MEDLAKE_ADMIN__LISTEN", &admin)
+            .env("MEDLAKE_PARSER__MAX_FILES_PER_TRANSACTION", "16");
+        (ChildGuard::spawn(command), admin)
+    };
+    // Two kills, each once the ledger grew, then a parser that finishes.
+    for round in 1..=2 {
+        let (mut parser, admin) = spawn();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let text = metrics_text(&admin).await;
+            let files = metric_sample(&text, "medlake_parser_files_total{status=\"processed\"}");
+            if files.unwrap_or(0.0) >= 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: nothing committed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        parser.kill();
+    }
+    let (_parser, admin) = spawn();
+
+    let entries = ledger(&world.topics, FILES).await;
+    let ids: BTreeSet<_> = entries.iter().map(|e| e.file_id.clone()).collect();
+    assert_eq!(entries.len(), FILES, "one ledger entry per file");
+    assert_eq!(ids.len(), FILES);
+    for entry in &entries {
+        let want = if bad.contains(&entry.file_id) {
+            FileStatus::Rejected
+        } else {
+            FileStatus::Processed
+        };
+        assert_eq!(entry.status, want, "{}", entry.file_name);
+    }
+    let topic = world.topics.records("adt_events");
+    let records = read_topic(&topic, expected.len(), TIMEOUT).await;
+    let got = lineage(&records);
+    let distinct: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), distinct.len(), "no record twice");
+    assert_eq!(distinct, expected, "every record once");
+    assert_no_more(&topic, expected.len(), QUIET).await;
+    let dead = read_topic(&world.topics.dlq(), bad.len(), TIMEOUT).await;
+    assert_eq!(dead.len(), bad.len(), "one dead letter per bad file");
+    assert_no_more(&world.topics.dlq(), bad.len(), QUIET).await;
+
+    // The last parser's files went in fewer transactions than files.
+    let text = metrics_text(&admin).await;
+    let files: f64 = ["processed", "rejected"]
+        .iter()
+        .filter_map(|s| {
+            metric_sample(
+                &text,
+                &format!("medlake_parser_files_total{{status=\"{s}\"}}"),
+            )
+        })
+        .sum();
+    let transactions = metric_sample(
+        &text,
+        "medlake_parser_transactions_total{status=\"committed\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        files >= 16.0 && transactions > 0.0 && transactions * 2.0 <= files,
+        "{files} files in {transactions} transactions"
+    );
 }
 
 #[tokio::test]

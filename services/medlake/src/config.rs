@@ -34,7 +34,7 @@ pub struct Config {
     /// The facility registry file.
     #[serde(default = "default_facilities_file")]
     pub facilities_file: PathBuf,
-    /// `medlake parser`: raw files into records, one transaction per file.
+    /// `medlake parser`: raw files into records, one transaction per batch of waiting files.
     #[serde(default)]
     pub parser: medlake_parser::ParserConfig,
     /// `medlake ftp-connector`: backoff, sharding and ingest tuning (the

@@ -1,5 +1,5 @@
 //! `medlake parser`: raw files into records, dead letters and ledger entries,
-//! one Kafka transaction per file.
+//! one Kafka transaction per batch of waiting files.
 
 use crate::config::Config;
 

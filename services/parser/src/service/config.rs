@@ -55,6 +55,16 @@ pub struct ParserConfig {
     /// producer blocks the parse when it is full, so memory stays bounded).
     #[serde(default = "default_producer_queue_max_bytes")]
     pub producer_queue_max_bytes: u64,
+    /// Raw files committed in one Kafka transaction at most: the ones
+    /// already waiting in the consumer when a transaction starts (never
+    /// waited for). A transaction costs ~10 ms of broker round trips, so one
+    /// per file caps a parser near 90 files/s; 1 restores one per file.
+    #[serde(default = "default_max_files_per_transaction")]
+    pub max_files_per_transaction: usize,
+    /// Input bytes (raw files) in one transaction at most; the file that
+    /// passes it is the last one of its transaction.
+    #[serde(default = "default_max_transaction_bytes")]
+    pub max_transaction_bytes: u64,
     /// Key of `pii: hash` fields for data sets without their own `pii_key`
     /// (keyed HMAC-SHA256). Names a secret, never holds it.
     #[serde(default)]
@@ -88,6 +98,12 @@ fn default_dead_letter_inline_max_bytes() -> usize {
 fn default_max_record_bytes() -> usize {
     1_000_000
 }
+fn default_max_files_per_transaction() -> usize {
+    32
+}
+fn default_max_transaction_bytes() -> u64 {
+    64 * 1024 * 1024
+}
 fn default_producer_queue_max_bytes() -> u64 {
     128 * 1024 * 1024
 }
@@ -105,6 +121,8 @@ impl Default for ParserConfig {
             dead_letter_inline_max_bytes: default_dead_letter_inline_max_bytes(),
             max_record_bytes: default_max_record_bytes(),
             producer_queue_max_bytes: default_producer_queue_max_bytes(),
+            max_files_per_transaction: default_max_files_per_transaction(),
+            max_transaction_bytes: default_max_transaction_bytes(),
             pii_key: None,
             limits: Limits::default(),
         }

@@ -40,6 +40,7 @@ pub fn parse_env(
 }
 
 /// The whole file is rejected: one dead letter with this code.
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub code: ErrorCode,
     pub message: String,

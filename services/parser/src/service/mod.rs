@@ -1,13 +1,15 @@
 //! `medlake parser`: the Kafka service around the parsing pipeline.
 //!
-//! It consumes `<prefix>.raw.files` and, for each input message, runs ONE
-//! Kafka transaction holding everything that message produces: its records
-//! on `<prefix>.records.<dataset>`, its dead letters on `<prefix>.dlq`, its
-//! ledger entry on `<prefix>.files` and the consumer offset past it
-//! (`send_offsets_to_transaction`). Readers with `isolation.level =
-//! read_committed` therefore see a file's output entirely or not at all, and
-//! a crash at any point leaves the message to be parsed again from scratch:
-//! exactly once per raw message.
+//! It consumes `<prefix>.raw.files` and runs ONE Kafka transaction per batch
+//! of input messages (the ones already waiting, up to
+//! `parser.max_files_per_transaction`), holding everything they produce:
+//! their records on `<prefix>.records.<dataset>`, their dead letters on
+//! `<prefix>.dlq`, one ledger entry per file on `<prefix>.files` and the
+//! consumer offsets past them (`send_offsets_to_transaction`). Readers with
+//! `isolation.level = read_committed` therefore see a file's output entirely
+//! or not at all, and a crash at any point leaves the batch to be parsed
+//! again from scratch: exactly once per raw message. A bad file rejects
+//! only itself: its dead letter and ledger entry commit with the others.
 //!
 //! # Transactional id and fencing
 //!
@@ -59,6 +61,7 @@ mod input;
 pub mod known;
 mod outbox;
 pub mod replay;
+mod txn;
 mod worker;
 
 use std::sync::Arc;

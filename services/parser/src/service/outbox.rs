@@ -136,9 +136,8 @@ impl Outbox {
         self.failed.take()
     }
 
-    /// Whether the producer has a transaction in flight that produced nothing
-    /// yet (a whole-file dead letter can then reuse it).
-    pub fn is_empty(&self) -> bool {
-        self.produced == 0
+    /// Messages enqueued so far in the transaction.
+    pub fn produced(&self) -> u64 {
+        self.produced
     }
 }
