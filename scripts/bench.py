@@ -17,12 +17,18 @@ a real broker, the landing FTP server and a local lake, on files written by
   fixed_load  all four services, files pushed over HTTP at a fixed rate (by
               default 10x the requirements' peak hour: 35,000 zips/h);
               file-to-table latency p50/p95/p99 and what each service used.
+  parser_files
+              the parser alone on a backlog of seed-shaped files (archives
+              below 8 kB, about 200 records each): one file per Kafka
+              transaction, then the configured batches; files/s of each and
+              their ratio.
   merge       the sink's MERGE path: upserts/s into a table of 1,000,000 rows
               and the peak RSS (services/sink/examples/merge_bench.rs).
 
 Every phase starts from fresh topics and a fresh lake, and ends by checking
-the lake against the generator's manifest (rows per table), so a fast but
-wrong run fails instead of being reported.
+the lake against the generator's manifest (rows per table; parser_files: the
+parser's processed files and records), so a fast but wrong run fails instead
+of being reported.
 
 Latencies come from the sink's `medlake_sink_file_to_table_seconds`
 histogram (from a file's `medlake.received_at` at the connector to the Delta
@@ -272,6 +278,37 @@ class Bench:
             log(f"fixed load: {figures['offered_files_per_s']} files/s, latency {figures['latency_s']}")
             return figures
 
+    def phase_parser_files(self, manifest: dict) -> dict:
+        """The parser alone on a backlog of seed-shaped files (about 200
+        records each), once with one file per transaction and once with the
+        configuration's batches: what batching buys in files/s."""
+        totals = manifest_totals(manifest)
+        files = manifest["files"]
+        out = {}
+        for label, per_transaction in (("one_file_per_transaction", "1"), ("batched", None)):
+            env = self.fresh_phase(f"parser_files_{label}")
+            if per_transaction:
+                env["MEDLAKE_PARSER__MAX_FILES_PER_TRANSACTION"] = per_transaction
+            with self.pipeline(env) as run:
+                self.start(run, "api-connector")
+                self.delivery(manifest).push(files, self.args.push_workers)
+                parser = self.start(run, "parser")["parser"]
+                started = time.monotonic()
+                wait_for("the parser", lambda: metric_sum(parser.metrics(), "medlake_parser_files_total") >= len(files),
+                         self.args.timeout, run.services)
+                figures = stage_figures(time.monotonic() - started, totals, parser)
+                processed = metric_sum(parser.metrics(), "medlake_parser_files_total", status="processed")
+                records = metric_sum(parser.metrics(), "medlake_parser_records_total")
+                if processed != len(files) or records != totals["records"]:
+                    raise RuntimeError(f"parser_files: {processed} of {len(files)} files processed, "
+                                       f"{records} of {totals['records']} records")
+                figures["transactions"] = int(metric_sum(parser.metrics(), "medlake_parser_transactions_total",
+                                                         status="committed"))
+                out[label] = figures
+                log(f"parser, {label}: {figures['files_per_s']} files/s in {figures['transactions']} transactions")
+        out["files_per_s_ratio"] = round(out["batched"]["files_per_s"] / out["one_file_per_transaction"]["files_per_s"], 2)
+        return out
+
     def phase_merge(self) -> dict:
         lake = self.work / "merge"
         shutil.rmtree(lake, ignore_errors=True)
@@ -400,7 +437,9 @@ def main() -> int:
     parser.add_argument("--push-workers", type=int, default=4)
     parser.add_argument("--merge-batches", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--phases", default="stages,end_to_end,fixed_load,merge")
+    parser.add_argument("--parser-files", type=int, default=3000,
+                        help="seed-shaped files (about 200 records each) of the parser_files phase")
+    parser.add_argument("--phases", default="stages,end_to_end,fixed_load,parser_files,merge")
     parser.add_argument("--profile", action="store_true", help="perf record the parser and the sink end to end")
     args = parser.parse_args()
 
@@ -433,6 +472,10 @@ def main() -> int:
         # ratio (7 M records in 35,000 zips an hour).
         fixed = bench.generate("fixed_data", n, args.seed + 1, max_zip_bytes=8000)
         result["fixed_load"] = bench.phase_fixed_load(fixed)
+    if "parser_files" in phases:
+        # The same shape as the fixed load: archives below 8 kB.
+        small = bench.generate("parser_files_data", args.parser_files, args.seed + 2, max_zip_bytes=8000)
+        result["parser_files"] = bench.phase_parser_files(small)
     if "merge" in phases:
         result["merge"] = bench.phase_merge()
     result["bench_seconds"] = round(time.monotonic() - started, 1)
