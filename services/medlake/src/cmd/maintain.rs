@@ -63,7 +63,9 @@ pub async fn run(args: MaintainArgs, config: &Config) -> anyhow::Result<()> {
     };
     let lake_uri = config.lake_uri.clone();
     if maintain_config.every_minutes.is_some() {
-        return super::run_service("maintain", config, move |_ctx, stop: Shutdown| async move {
+        return super::run_service("maintain", config, move |ctx, stop: Shutdown| async move {
+            // Scheduled: ready while it runs, so a container healthcheck passes.
+            ctx.health.set_ready(true);
             maintain::run(&lake_uri, &tables, &maintain_config, stop)
                 .await
                 .map(|_| ())
