@@ -243,6 +243,17 @@ async fn ledger(topics: &TopicsConfig, expected: usize) -> Vec<LedgerEntry> {
 }
 
 /// (file id, entry, record index) of every record.
+/// Reads `topic` and asserts it holds the records of `expected` (file id,
+/// entry, record index), each exactly once, and nothing else.
+async fn assert_exactly_once(topic: &str, expected: &BTreeSet<(String, String, i64)>) {
+    let records = read_topic(topic, expected.len(), TIMEOUT).await;
+    let got = lineage(&records);
+    let distinct: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), distinct.len(), "no record twice");
+    assert_eq!(&distinct, expected, "every record once");
+    assert_no_more(topic, expected.len(), QUIET).await;
+}
+
 fn lineage(records: &[OwnedMessage]) -> Vec<(String, String, i64)> {
     records
         .iter()
@@ -484,13 +495,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(ids.len(), FILES);
     assert!(entries.iter().all(|e| e.status == FileStatus::Processed));
 
-    let topic = world.topics.records("adt_events");
-    let records = read_topic(&topic, expected.len(), TIMEOUT).await;
-    let got = lineage(&records);
-    let distinct: BTreeSet<_> = got.iter().cloned().collect();
-    assert_eq!(got.len(), distinct.len(), "no record twice");
-    assert_eq!(distinct, expected, "every record once");
-    assert_no_more(&topic, expected.len(), QUIET).await;
+    assert_exactly_once(&world.topics.records("adt_events"), &expected).await;
     assert_no_more(&world.topics.files(), FILES, QUIET).await;
 }
 
@@ -571,13 +576,7 @@ async fn multi_file_transactions_survive_sigkill_exactly_once() {
         };
         assert_eq!(entry.status, want, "{}", entry.file_name);
     }
-    let topic = world.topics.records("adt_events");
-    let records = read_topic(&topic, expected.len(), TIMEOUT).await;
-    let got = lineage(&records);
-    let distinct: BTreeSet<_> = got.iter().cloned().collect();
-    assert_eq!(got.len(), distinct.len(), "no record twice");
-    assert_eq!(distinct, expected, "every record once");
-    assert_no_more(&topic, expected.len(), QUIET).await;
+    assert_exactly_once(&world.topics.records("adt_events"), &expected).await;
     let dead = read_topic(&world.topics.dlq(), bad.len(), TIMEOUT).await;
     assert_eq!(dead.len(), bad.len(), "one dead letter per bad file");
     assert_no_more(&world.topics.dlq(), bad.len(), QUIET).await;
