@@ -19,9 +19,22 @@ done
 CARGO="${CARGO:-cargo}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEDLAKE_CACHE/target}"
 
-log "cargo build --release (medlake, merge_bench)"
+# merge_bench is built only when the merge phase runs: built on its own it
+# has another feature set than the binary, so a second long release build.
+phases="stages,end_to_end,fixed_load,parser_files,merge"
+previous=""
+for arg in "$@"; do
+    [[ "$previous" == --phases ]] && phases="$arg"
+    [[ "$arg" == --phases=* ]] && phases="${arg#--phases=}"
+    previous="$arg"
+done
+log "cargo build --release (medlake)"
 "$CARGO" build --release -p medlake --bin medlake
-"$CARGO" build --release -p medlake-sink --example merge_bench
+merge_bench="$CARGO_TARGET_DIR/release/examples/merge_bench"
+if [[ ",$phases," == *,merge,* ]]; then
+    log "cargo build --release (merge_bench)"
+    "$CARGO" build --release -p medlake-sink --example merge_bench
+fi
 PY="$("$SCRIPTS_DIR/py-deps.sh")"
 
 kafka_use_or_start
@@ -37,5 +50,5 @@ done
 
 python3 "$SCRIPTS_DIR/bench.py" \
     --binary "$CARGO_TARGET_DIR/release/medlake" \
-    --merge-bench "$CARGO_TARGET_DIR/release/examples/merge_bench" \
+    --merge-bench "$merge_bench" \
     --python "$PY" "$@"
