@@ -123,6 +123,9 @@ impl World {
             .env("MEDLAKE_SINK__FLUSH_INTERVAL_MS", "300")
             .env("MEDLAKE_SINK__RETRY_BACKOFF_INITIAL_MS", "100")
             .env("MEDLAKE_SINK__DELTA__COMMIT_BACKOFF_INITIAL_MS", "20")
+            // The sink compacts its tables by itself, here often enough to
+            // race the SIGKILLs of the exactly-once tests.
+            .env("MEDLAKE_SINK__DELTA__COMPACT_EVERY_COMMITS", "4")
             .env(
                 "RUST_LOG",
                 std::env::var("MEDLAKE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -343,7 +346,24 @@ async fn append_writes_every_record_once_across_sigkills() {
     let n = kills * per_round;
     let sink = world.sink("[events]");
     assert_events_exactly(&world, n).await;
+    // One more round for the last sink alone: at most 150 rows a batch,
+    // so at least 7 commits, and a compaction after its fourth.
+    world.produce(&topic, &events(n..n + per_round)).await;
+    assert_events_exactly(&world, n + per_round).await;
     stop(sink);
+    assert_compacted_by_itself(&world, "events");
+}
+
+/// The sink compacted `table` without any command: its log holds an
+/// OPTIMIZE commit.
+fn assert_compacted_by_itself(world: &World, table: &str) {
+    let operations: Vec<String> = world
+        .commit_infos(table)
+        .iter()
+        .map(|c| c["operation"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let optimizations = operations.iter().filter(|o| *o == "OPTIMIZE").count();
+    assert!(optimizations > 0, "no compaction in {operations:?}");
 }
 
 #[tokio::test]

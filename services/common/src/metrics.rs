@@ -284,6 +284,24 @@ pub static SINK_COMMIT_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Compactions the sink ran by itself, by data set and outcome.
+pub static SINK_COMPACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_compactions_total",
+        "Compactions (OPTIMIZE of small files) the sink ran after its commits, by data set and outcome (ok, failed).",
+        &["dataset", "outcome"],
+    )
+});
+
+/// Small files the sink's compactions replaced, by data set.
+pub static SINK_COMPACTED_FILES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "medlake_sink_compacted_files_total",
+        "Small data files the sink's compactions replaced, by data set.",
+        &["dataset"],
+    )
+});
+
 /// Rows a MERGE inserted, updated or deleted, by data set and action.
 pub static SINK_MERGE_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

@@ -25,7 +25,8 @@ pub struct Field {
     #[serde(default)]
     pub source: Option<String>,
     /// Take the value from the file's lineage instead of the record
-    /// (`facility_id`, `entry_name`, `file_name`); `source` is then not used.
+    /// (`facility_id`, `entry_name`, `file_name` as strings; `ingest_date` as a
+    /// date); `source` is then not used.
     #[serde(default)]
     pub from: Option<Origin>,
     /// Accepted input formats for `date` and `timestamp`, tried in order: chrono strftime
@@ -84,6 +85,9 @@ pub enum Origin {
     EntryName,
     /// The name of the received file.
     FileName,
+    /// The UTC day the file was received (`_ingested_at`'s date): a `date`
+    /// field, the usual partition column of append tables.
+    IngestDate,
 }
 
 /// How personal data in a field is protected.

@@ -163,6 +163,32 @@ fn partition_column_must_be_a_field() {
 }
 
 #[test]
+fn lineage_fields_have_the_type_of_their_value() {
+    let with = |field: &str| {
+        BASE.replace(
+            "  - { name: secret_note",
+            &format!("  - {field}\n  - {{ name: secret_note"),
+        )
+    };
+    let day = "{ name: day, type: date, from: ingest_date }";
+    assert!(
+        problems(&with(day)).is_empty(),
+        "{:?}",
+        problems(&with(day))
+    );
+    assert_problem(
+        &with("{ name: day, type: string, from: ingest_date }"),
+        Some("day"),
+        "`from: ingest_date` must be a date",
+    );
+    assert_problem(
+        &with("{ name: fac, type: date, from: facility_id }"),
+        Some("fac"),
+        "must be a string",
+    );
+}
+
+#[test]
 fn bad_regex_and_duplicate_field() {
     assert_problem(
         &BASE.replace("pii: drop }", "regex: \"[a-\" }"),

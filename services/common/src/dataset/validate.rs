@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::format::{Item, StrftimeItems};
 
-use super::{Dataset, Field, FieldType, Format, Pii, Problem, Table};
+use super::{Dataset, Field, FieldType, Format, Origin, Pii, Problem, Table};
 
 /// Named date/timestamp formats, besides strftime patterns.
 pub const NAMED_FORMATS: [&str; 3] = ["rfc3339", "epoch_seconds", "epoch_millis"];
@@ -144,8 +144,16 @@ fn check_field(f: &Field) -> Vec<String> {
     if f.from.is_some() && f.source.is_some() {
         out.push("`source` and `from` are exclusive".into());
     }
-    if f.from.is_some() && f.kind != FieldType::String {
-        out.push("a field with `from` must be a string".into());
+    match f.from {
+        Some(Origin::IngestDate) if f.kind != FieldType::Date => {
+            out.push("a field `from: ingest_date` must be a date".into())
+        }
+        Some(Origin::FacilityId | Origin::EntryName | Origin::FileName)
+            if f.kind != FieldType::String =>
+        {
+            out.push("a field with `from` must be a string".into())
+        }
+        _ => {}
     }
     out
 }

@@ -280,6 +280,7 @@ fn process_entry<S: RecordSink>(
         prepared,
         entry,
         ingested_at: format_timestamp(&input.ingested_at),
+        ingest_date: input.ingested_at.date_naive().to_string(),
     };
     // Pass 1: check only.
     let mut codes: BTreeMap<ErrorCode, u64> = BTreeMap::new();
@@ -362,6 +363,8 @@ struct EntryContext<'a> {
     entry: &'a str,
     /// `input.ingested_at` as written into every record, formatted once.
     ingested_at: String,
+    /// Its UTC day (`YYYY-MM-DD`), the value of `from: ingest_date` fields.
+    ingest_date: String,
 }
 
 impl EntryContext<'_> {
@@ -420,6 +423,7 @@ impl EntryContext<'_> {
                 Some(Origin::FacilityId) => Some(self.input.facility_id.into()),
                 Some(Origin::EntryName) => Some(self.entry.into()),
                 Some(Origin::FileName) => Some(self.input.file_name.into()),
+                Some(Origin::IngestDate) => Some(self.ingest_date.clone()),
                 None => continue,
             };
         }

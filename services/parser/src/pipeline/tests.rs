@@ -54,7 +54,8 @@ max_reject_ratio: 0.2
 fields:
   - { name: a, type: int32, source: A, required: true }
   - { name: b, type: string, source: B }
-table: { mode: append }
+  - { name: received_on, type: date, from: ingest_date }
+table: { mode: append, partition_by: [received_on] }
 "#;
 
 fn env(registry: &str) -> ParseEnv {
@@ -258,6 +259,8 @@ fn passwords_from_the_registry(z: &[u8]) {
     );
     assert_eq!(summary.unwrap().records["notes"], 2);
     assert_eq!(sink.records.len(), 2);
+    // `from: ingest_date`: the UTC day of `_ingested_at`.
+    assert_eq!(sink.records[0].2["received_on"], "2024-03-02");
     let missing = registry.replace("PWFILE", "/nonexistent/pw");
     let (r, _) = run("f.zip", z, &env(&missing));
     assert!(matches!(

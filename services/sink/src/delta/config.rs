@@ -20,9 +20,15 @@ pub struct DeltaConfig {
     /// Upper bound of the back-off between commit attempts.
     #[serde(default = "default_commit_backoff_max_ms")]
     pub commit_backoff_max_ms: u64,
-    /// Target size of the Parquet files the writer produces.
+    /// Target size of the Parquet files the writer produces, and of the
+    /// files its compaction bins small files into.
     #[serde(default = "default_target_file_size_bytes")]
     pub target_file_size_bytes: u64,
+    /// Compact the table (OPTIMIZE, bin-packing small files of each
+    /// partition) after this many of the writer's commits; 0: never (leave
+    /// it to `medlake maintain`).
+    #[serde(default = "default_compact_every_commits")]
+    pub compact_every_commits: u64,
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -45,6 +51,10 @@ fn default_target_file_size_bytes() -> u64 {
     128 * 1024 * 1024
 }
 
+fn default_compact_every_commits() -> u64 {
+    50
+}
+
 impl Default for DeltaConfig {
     fn default() -> Self {
         Self {
@@ -53,6 +63,7 @@ impl Default for DeltaConfig {
             commit_backoff_initial_ms: default_commit_backoff_initial_ms(),
             commit_backoff_max_ms: default_commit_backoff_max_ms(),
             target_file_size_bytes: default_target_file_size_bytes(),
+            compact_every_commits: default_compact_every_commits(),
         }
     }
 }

@@ -30,6 +30,16 @@
 //! writer 2), no deletion vectors, checkpoints every
 //! [`DeltaConfig::checkpoint_interval`] commits (written by the commit's
 //! post-commit hook), and schema evolution limited to new nullable columns.
+//!
+//! # Compaction
+//!
+//! Every [`DeltaConfig::compact_every_commits`] commits the writer compacts
+//! its table ([`TableWriter::compact_if_due`]): OPTIMIZE bins the small
+//! files of each partition into files of up to
+//! [`DeltaConfig::target_file_size_bytes`]. The compaction commit carries no
+//! `txn` action, so offsets are untouched; a concurrent writer's MERGE that
+//! read a compacted file loses its commit race and retries. Z-order and
+//! vacuum stay with `medlake maintain`, which rewrites whole partitions.
 
 pub mod builtin;
 mod config;
@@ -46,6 +56,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::operations::optimize::OptimizeType;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 
 pub use config::{DeltaConfig, WriterOptions};
@@ -75,12 +86,27 @@ pub struct CommitOutcome {
     pub duration: Duration,
 }
 
+/// What one compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// Small files replaced.
+    pub files_removed: u64,
+    /// Files written in their place.
+    pub files_added: u64,
+    /// Data files in the table afterwards.
+    pub live_files: u64,
+    /// Table version afterwards.
+    pub version: i64,
+}
+
 /// Writes batches into one Delta table.
 #[derive(Debug)]
 pub struct TableWriter {
     spec: TableSpec,
     table: DeltaTable,
     options: WriterOptions,
+    /// Commits this writer made since it last compacted the table.
+    commits_since_compaction: u64,
 }
 
 impl TableWriter {
@@ -97,6 +123,7 @@ impl TableWriter {
             spec: spec.clone(),
             table,
             options: options.clone(),
+            commits_since_compaction: 0,
         })
     }
 
@@ -172,6 +199,7 @@ impl TableWriter {
             };
             match self.commit(pending).await {
                 Ok(mut outcome) => {
+                    self.commits_since_compaction += 1;
                     outcome.attempts = attempt;
                     outcome.duration = started.elapsed();
                     return Ok(outcome);
@@ -199,6 +227,47 @@ impl TableWriter {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Compacts the table when [`DeltaConfig::compact_every_commits`] commits
+    /// were made since the last compaction; `Ok(None)` when it is not due.
+    /// Only partitions holding more than one file below the target size are
+    /// rewritten, so a compacted table costs a look at its file list. A
+    /// failed compaction (a concurrent writer's commit conflicting with it)
+    /// is tried again after the next commit.
+    pub async fn compact_if_due(&mut self) -> Result<Option<Compaction>, DeltaError> {
+        let every = self.options.config.compact_every_commits;
+        if every == 0 || self.commits_since_compaction < every {
+            return Ok(None);
+        }
+        let name = self.spec.name.as_str();
+        let target = std::num::NonZeroU64::new(self.options.config.target_file_size_bytes.max(1))
+            .expect("at least one");
+        let (table, metrics) = self
+            .table
+            .clone()
+            .optimize()
+            .with_type(OptimizeType::Compact)
+            .with_target_size(target)
+            .await
+            .map_err(|e| DeltaError::delta(name, "compact", e))?;
+        self.table = table;
+        self.commits_since_compaction = 0;
+        let compaction = Compaction {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            live_files: self.live_files() as u64,
+            version: self.version(),
+        };
+        tracing::info!(
+            table = name,
+            files_removed = compaction.files_removed,
+            files_added = compaction.files_added,
+            live_files = compaction.live_files,
+            version = compaction.version,
+            "Table compacted."
+        );
+        Ok(Some(compaction))
     }
 
     /// One commit attempt of a batch with nothing already committed.

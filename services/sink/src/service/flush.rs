@@ -8,8 +8,8 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use medlake_common::metrics::{
     SINK_BATCH_BYTES, SINK_BATCH_ROWS, SINK_COMMIT_CONFLICTS, SINK_COMMIT_SECONDS,
-    SINK_CONSUMER_LAG, SINK_FILE_TO_TABLE_SECONDS, SINK_MERGE_ROWS, SINK_MESSAGES,
-    SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
+    SINK_COMPACTED_FILES, SINK_COMPACTIONS, SINK_CONSUMER_LAG, SINK_FILE_TO_TABLE_SECONDS,
+    SINK_MERGE_ROWS, SINK_MESSAGES, SINK_ROWS_WRITTEN, SINK_TABLE_FILES,
 };
 use medlake_common::raw_file::header::RECEIVED_AT;
 use medlake_common::{Classify, ErrorKind};
@@ -125,7 +125,33 @@ pub(crate) async fn flush(lane: &mut Lane, io: &Io) -> Result<(), SinkError> {
     commit_offsets(io, &topic, &last_offsets);
     update_lag(io, &topic, &table, &last_offsets);
     lane.buffer.clear();
+    compact_if_due(lane).await;
     Ok(())
+}
+
+/// Runs the writer's compaction when it is due. A failure (most often a
+/// concurrent writer's commit) is counted and logged; the rows are already
+/// committed, and the writer tries again after its next commit.
+async fn compact_if_due(lane: &mut Lane) {
+    let table = lane.target.name().to_string();
+    match lane.target.writer.compact_if_due().await {
+        Ok(None) => {}
+        Ok(Some(compaction)) => {
+            SINK_COMPACTIONS.with_label_values(&[&table, "ok"]).inc();
+            SINK_COMPACTED_FILES
+                .with_label_values(&[&table])
+                .inc_by(compaction.files_removed);
+            SINK_TABLE_FILES
+                .with_label_values(&[&table])
+                .set(compaction.live_files as i64);
+        }
+        Err(error) => {
+            SINK_COMPACTIONS
+                .with_label_values(&[&table, "failed"])
+                .inc();
+            tracing::warn!(table, %error, "Compaction failed; trying again after the next commit.");
+        }
+    }
 }
 
 /// The table refused the batch as a whole (a value Delta cannot store that

@@ -1,5 +1,6 @@
 use medlake_common::Shutdown;
-use medlake_sink::delta::read;
+use medlake_sink::delta::{TableWriter, WriterOptions, read};
+use medlake_sink::inspect as layout;
 use medlake_sink::maintain::{MaintainConfig, maintain_table, run};
 
 use crate::support::*;
@@ -84,4 +85,83 @@ async fn maintain_compacts_small_files_and_vacuums_them() {
     .await
     .unwrap();
     assert_eq!(reports.len(), 1);
+}
+
+#[tokio::test]
+async fn the_writer_compacts_its_table_every_n_commits_without_a_command() {
+    let lake = lake();
+    let spec = spec(LABS);
+    let mut options = WriterOptions::new(GROUP);
+    options.config.compact_every_commits = 3;
+    let mut w = TableWriter::open_or_create(uri(&lake), &spec, &options)
+        .await
+        .unwrap();
+    // Each batch writes one small file into each of the two ward partitions.
+    for offset in 0..3 {
+        let id = offset * 2;
+        w.write(batch(
+            &spec,
+            &[(0, id, lab(id, "a")), (1, id, lab(id + 1, "b"))],
+        ))
+        .await
+        .unwrap();
+        if offset < 2 {
+            assert_eq!(w.compact_if_due().await.unwrap(), None, "not due yet");
+        }
+    }
+    assert_eq!(w.live_files(), 6);
+    let shape =
+        |l: layout::TableLayout| (l.version, l.files, l.partitions, l.max_files_per_partition);
+    let before = layout::layout(uri(&lake), "labs").await.unwrap().unwrap();
+    assert!(before.bytes > 0 && before.load_s > 0.0, "{before:?}");
+    assert_eq!(shape(before), (3, 6, 2, 3));
+    let compaction = w
+        .compact_if_due()
+        .await
+        .unwrap()
+        .expect("due after 3 commits");
+    assert_eq!(
+        (
+            compaction.files_removed,
+            compaction.files_added,
+            compaction.live_files
+        ),
+        (6, 2, 2),
+        "one file per partition"
+    );
+    assert_eq!(compaction.version, 4);
+    assert_eq!(w.live_files(), 2);
+    let after = layout::layout(uri(&lake), "labs").await.unwrap().unwrap();
+    assert_eq!(shape(after), (4, 2, 2, 1));
+    assert!(
+        layout::layout(uri(&lake), "missing")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Not due again until three more commits.
+    assert_eq!(w.compact_if_due().await.unwrap(), None);
+
+    // Same rows, offsets untouched, and the writer goes on.
+    assert_eq!(
+        int64s(&rows(&lake, "labs", "lab_id").await, "lab_id"),
+        (0..6).map(Some).collect::<Vec<_>>()
+    );
+    let offsets = w.committed_offsets(TOPIC, &[0, 1]).await.unwrap();
+    assert_eq!((offsets[&0], offsets[&1]), (4, 4));
+    w.write(batch(&spec, &[(0, 6, lab(6, "a"))])).await.unwrap();
+    assert_eq!(read::count_rows(uri(&lake), "labs").await.unwrap(), 7);
+
+    // Never, when turned off.
+    let mut off = WriterOptions::new(GROUP);
+    off.config.compact_every_commits = 0;
+    let mut w = TableWriter::open_or_create(uri(&lake), &spec, &off)
+        .await
+        .unwrap();
+    for offset in 7..10 {
+        w.write(batch(&spec, &[(0, offset, lab(offset, "a"))]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(w.compact_if_due().await.unwrap(), None);
 }
