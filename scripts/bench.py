@@ -24,6 +24,12 @@ a real broker, the landing FTP server and a local lake, on files written by
               their ratio.
   merge       the sink's MERGE path: upserts/s into a table of 1,000,000 rows
               and the peak RSS (services/sink/examples/merge_bench.rs).
+  seed_day    a day of the company's traffic at its shape: 8,000 facilities,
+              77,000 archives of about 200 records, half by the landing FTP
+              server and half by HTTP, all services at once; then the
+              tables' layout before and after `medlake maintain`, Spark
+              group-by times and the landing walker's reaction time
+              (scripts/seed_day.py).
 
 Every phase starts from fresh topics and a fresh lake, and ends by checking
 the lake against the generator's manifest (rows per table; parser_files: the
@@ -62,6 +68,7 @@ from medlake_local import (  # noqa: E402
     FACILITIES_FILE, REPO, Delivery, Pipeline, Service, demo_secrets, histogram_quantiles, metric_sum,
     run_env, run_medlake, split_by_channel, wait_for,
 )
+import seed_day  # noqa: E402
 
 API_ADDR = "127.0.0.1:18481"  # api_connector.listen of config/bench.yaml
 # Admin endpoints, in the order the services start and the results list them.
@@ -88,6 +95,10 @@ class Bench:
         self.binary = pathlib.Path(args.binary).resolve()
         self.secrets = demo_secrets("bench", zip_suffix="", old_zip_suffix="-old")
         self.phase_dir = self.work
+
+    @staticmethod
+    def log(message: str) -> None:
+        log(message)
 
     # -- environment
 
@@ -439,7 +450,13 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--parser-files", type=int, default=3000,
                         help="seed-shaped files (about 200 records each) of the parser_files phase")
-    parser.add_argument("--phases", default="stages,end_to_end,fixed_load,parser_files,merge")
+    parser.add_argument("--seed-day-files", type=int, default=77000, help="archives of the seed_day phase")
+    parser.add_argument("--seed-day-facilities", type=int, default=8000, help="facilities of the seed_day phase")
+    parser.add_argument("--seed-day-drops", type=int, default=40,
+                        help="files dropped one by one into landing folders after the seed day")
+    parser.add_argument("--cache", default=str(pathlib.Path(os.environ.get("MEDLAKE_CACHE", pathlib.Path.home() / ".cache" / "medlake")) / "bench"),
+                        help="where generated seed-day archives are kept between runs")
+    parser.add_argument("--phases", default="stages,end_to_end,fixed_load,parser_files,merge,seed_day")
     parser.add_argument("--profile", action="store_true", help="perf record the parser and the sink end to end")
     args = parser.parse_args()
 
@@ -478,6 +495,12 @@ def main() -> int:
         result["parser_files"] = bench.phase_parser_files(small)
     if "merge" in phases:
         result["merge"] = bench.phase_merge()
+    if "seed_day" in phases:
+        manifest, registry, secrets = seed_day.generate(bench, pathlib.Path(args.cache), args.seed_day_files,
+                                                        args.seed_day_facilities, args.seed + 3)
+        result["seed_day_data"] = manifest_totals(manifest)
+        result["seed_day_data"]["shape"] = describe(manifest)
+        result["seed_day"] = seed_day.run_phase(bench, manifest, registry, secrets)
     result["bench_seconds"] = round(time.monotonic() - started, 1)
 
     out = pathlib.Path(args.out)

@@ -21,7 +21,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEDLAKE_CACHE/target}"
 
 # merge_bench is built only when the merge phase runs: built on its own it
 # has another feature set than the binary, so a second long release build.
-phases="stages,end_to_end,fixed_load,parser_files,merge"
+phases="stages,end_to_end,fixed_load,parser_files,merge,seed_day"
 previous=""
 for arg in "$@"; do
     [[ "$previous" == --phases ]] && phases="$arg"
@@ -36,6 +36,10 @@ if [[ ",$phases," == *,merge,* ]]; then
     "$CARGO" build --release -p medlake-sink --example merge_bench
 fi
 PY="$("$SCRIPTS_DIR/py-deps.sh")"
+if [[ ",$phases," == *,seed_day,* ]]; then
+    # seed_day times a Spark group-by over every table.
+    "$SCRIPTS_DIR/spark-deps.sh"
+fi
 
 kafka_use_or_start
 if (( KAFKA_STARTED_HERE )); then

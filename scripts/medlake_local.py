@@ -34,7 +34,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FACILITIES_FILE = REPO / "config" / "demo-facilities.yaml"
@@ -276,12 +276,13 @@ class Pipeline:
     def __exit__(self, *_exc) -> None:
         self.stop()
 
-    def start_ftp(self, python: str, password: str, timeout: float = 20) -> pathlib.Path:
+    def start_ftp(self, python: str, password: str, timeout: float = 20,
+                  facilities: Iterable[str] = FACILITIES) -> pathlib.Path:
         """Starts scripts/ftp_server.py on FTP_PORT (user FTP_USER, one
         `<facility>/incoming` folder each) and waits for its ready line;
         returns its root folder."""
         root = self.work_dir / "ftp"
-        for facility in FACILITIES:
+        for facility in facilities:
             (root / facility / "incoming").mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / "ftp-server.log"
         with open(log_path, "ab") as out:

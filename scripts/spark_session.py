@@ -19,6 +19,7 @@ or run it with the project's Python (``$HOME/.cache/medlake/venv/bin/python``)::
     spark_session.py smoke                       # write and read back a table
     spark_session.py table-info lake/admissions  # JSON: rows, schema, history, sample
     spark_session.py sql "SELECT count(*) FROM delta.\\`lake/admissions\\`"
+    spark_session.py group-by-times lake/admissions lake/labs  # JSON: seconds per table
 
 Environment: MEDLAKE_SPARK_JARS_DIR (default $HOME/.cache/medlake/spark-jars),
 MEDLAKE_SPARK_DRIVER_MEMORY (default 1g).
@@ -156,6 +157,26 @@ def smoke(spark, directory: str) -> None:
     print(json.dumps(info))
 
 
+def group_by_times(spark, paths: list[str], column: str) -> dict:
+    """Seconds a ``GROUP BY column`` count takes over each table (the table
+    loaded from its log each time, as a dashboard's query does), with the
+    rows and groups it saw. A first query warms the JVM up and is not
+    counted."""
+    import time
+
+    spark.range(1000).groupBy().count().collect()
+    out = {}
+    for path in paths:
+        started = time.monotonic()
+        groups = spark.read.format("delta").load(path).groupBy(column).count().collect()
+        out[os.path.basename(path.rstrip("/"))] = {
+            "seconds": round(time.monotonic() - started, 3),
+            "groups": len(groups),
+            "rows": sum(row["count"] for row in groups),
+        }
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Local Spark with Delta Lake.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +189,9 @@ def main(argv: list[str]) -> int:
     sql_cmd = sub.add_parser("sql", help="run a Spark SQL query and show the result")
     sql_cmd.add_argument("query")
     sql_cmd.add_argument("--limit", type=int, default=50)
+    times_cmd = sub.add_parser("group-by-times", help="JSON: seconds of a GROUP BY count per table")
+    times_cmd.add_argument("paths", nargs="+")
+    times_cmd.add_argument("--column", default="facility_id")
     args = parser.parse_args(argv)
 
     spark = get_spark()
@@ -182,6 +206,8 @@ def main(argv: list[str]) -> int:
         elif args.command == "table-info":
             order_by = [c for c in args.order_by.split(",") if c]
             print(json.dumps(table_info(spark, os.path.abspath(args.path), args.sample, order_by)))
+        elif args.command == "group-by-times":
+            print(json.dumps(group_by_times(spark, [os.path.abspath(p) for p in args.paths], args.column)))
         else:
             spark.sql(args.query).show(args.limit, truncate=False)
     finally:

@@ -8,6 +8,7 @@ import unittest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import medlake_local  # noqa: E402
+import seed_day  # noqa: E402
 
 TEXT = """\
 # HELP medlake_sink_file_to_table_seconds Seconds from arrival to commit.
@@ -53,6 +54,27 @@ class BenchArithmetic(unittest.TestCase):
         q = medlake_local.histogram_quantiles([], "medlake_sink_file_to_table_seconds")
         self.assertIsNone(q["p99"])
         self.assertIsNone(q["mean"])
+
+
+class SeedRegistry(unittest.TestCase):
+    def test_the_seed_registry_names_every_secret_and_stays_the_same(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = pathlib.Path(tmp) / "r.yaml"
+            secrets = seed_day.write_registry(path, 10)
+            text = path.read_text()
+            self.assertEqual(seed_day.write_registry(path, 10), secrets, "cached archives stay readable")
+        self.assertEqual(text.count("  - id: S"), 10)
+        self.assertIn('directory: "/{facility}/incoming"', text)
+        self.assertIn(f"sessions: {seed_day.LANDING_SESSIONS}", text)
+        # Every facility has an API key; every fifth has no zip password; S0001 two.
+        self.assertEqual(sum(k.endswith("_API_KEY") for k in secrets), 10)
+        self.assertEqual(sum("_ZIP_PASSWORD" in k for k in secrets), 9)
+        self.assertNotIn("DEMO_S0005_ZIP_PASSWORD", secrets)
+        self.assertIn("DEMO_S0001_ZIP_PASSWORD_OLD", secrets)
+        for name in secrets:
+            self.assertIn(f"{{ env: {name} }}", text)
+            self.assertNotIn(secrets[name], text, "the registry names secrets, never holds them")
 
 
 if __name__ == "__main__":

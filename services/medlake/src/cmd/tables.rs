@@ -1,12 +1,14 @@
 //! `medlake tables summary`: rows per table, files in the ledger by status, dead
 //! letters by error code, read from the lake; optionally reconciled with (and waiting
-//! for) a `medlake gen` manifest.
+//! for) a `medlake gen` manifest. `medlake tables layout`: how each table lies in
+//! storage (files, bytes, partitions, log length, load time).
 
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use medlake_datagen::Manifest;
+use medlake_sink::delta::builtin::{DEAD_LETTERS_TABLE, FILES_TABLE};
 use medlake_sink::inspect::{self, Expected, LakeSummary};
 
 use crate::config::Config;
@@ -16,6 +18,53 @@ use crate::config::Config;
 pub enum TablesCommand {
     /// Rows per table, files by ledger status, dead letters by error code.
     Summary(SummaryArgs),
+    /// Per table: data files, bytes, partitions, the most files in one
+    /// partition, log length (version) and the time to load it.
+    Layout(LayoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Every data set table and the built-in tables, as they lie in storage.
+async fn layout(args: LayoutArgs, config: &Config) -> anyhow::Result<()> {
+    let mut names: Vec<String> = medlake_common::dataset::load_dir(&config.schemas_dir)?
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    names.extend([DEAD_LETTERS_TABLE.to_string(), FILES_TABLE.to_string()]);
+    let mut layouts = Vec::new();
+    for name in &names {
+        if let Some(layout) = inspect::layout(&config.lake_uri, name).await? {
+            layouts.push(layout);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&layouts)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "table", "version", "files", "bytes", "avg_bytes", "partitions", "max/part", "load_s"
+    );
+    for l in &layouts {
+        println!(
+            "{:<20} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>8.3}",
+            l.table,
+            l.version,
+            l.files,
+            l.bytes,
+            l.average_file_bytes(),
+            l.partitions,
+            l.max_files_per_partition,
+            l.load_s
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +96,10 @@ fn progress(summary: &LakeSummary, expected: &Expected) {
 }
 
 pub async fn run(command: TablesCommand, config: &Config) -> anyhow::Result<()> {
-    let TablesCommand::Summary(args) = command;
+    let args = match command {
+        TablesCommand::Summary(args) => args,
+        TablesCommand::Layout(args) => return layout(args, config).await,
+    };
     let lake = config.lake_uri.as_str();
     let expected = args
         .manifest

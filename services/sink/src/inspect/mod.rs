@@ -21,11 +21,13 @@ use crate::delta::builtin::{DEAD_LETTERS_TABLE, FILES_TABLE};
 use crate::delta::read;
 
 mod error;
+mod layout;
 mod ledger;
 mod reconcile;
 mod render;
 
 pub use error::InspectError;
+pub use layout::{TableLayout, layout};
 pub use medlake_common::expected::{Expected, ExpectedFile};
 pub use reconcile::{Reconciliation, reconcile, wait_for};
 pub use render::render;
