@@ -30,7 +30,7 @@ import threading
 import time
 
 from medlake_local import (
-    FTP_HOST, FTP_PORT, FTP_USER, REPO, Service, api_key_var, metric_sum, run_medlake, wait_for,
+    FTP_HOST, FTP_PORT, FTP_USER, REPO, Delivery, Service, api_key_var, metric_sum, run_medlake, wait_for,
 )
 
 # The landing walker of the seed registry: sessions and poll interval.
@@ -175,7 +175,7 @@ def spark_group_by(bench, lake: pathlib.Path, tables: list[str]) -> dict:
 
 
 def run_phase(bench, manifest: dict, registry: pathlib.Path, secrets: dict) -> dict:
-    from bench import ADMINS, latencies, manifest_totals, stage_figures  # the caller's helpers
+    from bench import ADMINS, API_ADDR, latencies, manifest_totals, stage_figures  # the caller's helpers
 
     env = bench.fresh_phase("seed_day")
     env.update(secrets)
@@ -190,7 +190,8 @@ def run_phase(bench, manifest: dict, registry: pathlib.Path, secrets: dict) -> d
         services = bench.start(run, *ADMINS)
         sessions = Sampler(services["ftp-connector"], "medlake_connector_ftp_sessions")
         started = time.monotonic()
-        by_ftp, by_http = bench.delivery(manifest).deliver(files, bench.args.push_workers, ftp_root=root)
+        delivery = Delivery(pathlib.Path(manifest["_dir"]), {**bench.secrets, **secrets}, API_ADDR)
+        by_ftp, by_http = delivery.deliver(files, bench.args.push_workers, ftp_root=root)
         delivered = time.monotonic() - started
         done = wait_for("the seed day", bench.sink_done(services["parser"], services["sink"], len(files)),
                         bench.args.timeout, services, poll=1.0)

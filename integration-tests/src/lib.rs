@@ -182,6 +182,11 @@ pub async fn read_topic(
         }
         match tokio::time::timeout(left, consumer.recv()).await {
             Ok(Ok(message)) => out.push(message.detach()),
+            // A topic created a moment ago may not be in the metadata of
+            // every part of the client yet, on a busy machine.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => tokio::time::sleep(Duration::from_millis(100)).await,
             Ok(Err(error)) => panic!("consuming {topic}: {error}"),
             Err(_) => break,
         }

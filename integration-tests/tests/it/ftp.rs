@@ -644,19 +644,7 @@ async fn the_landing_server_is_walked_by_a_bounded_pool_of_sessions() {
     );
     let topics = topics_config();
     ensure_topics(&topics).await;
-    let password_env = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
-    let mut yaml = format!(
-        "landing:\n  - sessions: {SESSIONS}\n    server:\n      id: landing\n      \
-         host: 127.0.0.1\n      port: {}\n      user: {USER}\n      \
-         password: {{ env: {password_env} }}\n      directory: /{{facility}}/incoming\n      \
-         glob: '*.zip'\n      poll_interval_ms: 500\n      timeout_ms: 5000\nfacilities:\n",
-        server.port
-    );
-    for facility in &facilities {
-        yaml.push_str(&format!("  - id: {facility}\n"));
-    }
-    std::fs::write(dir.path().join("facilities.yaml"), yaml).unwrap();
-    let connector = Connector::start(&topics, dir.path(), &[(&password_env, &server.password)]);
+    let connector = start_landing(&topics, dir.path(), &server, SESSIONS, 500, &facilities);
 
     // Dropped as a finished upload looks: written under another name, renamed.
     let chosen: Vec<&String> = (0..20).map(|i| &facilities[(i * 37 + 11) % 250]).collect();
@@ -734,6 +722,62 @@ async fn the_landing_server_is_walked_by_a_bounded_pool_of_sessions() {
     assert!(
         !errors.contains("medlake_connector_poll_errors_total{endpoint=\"landing\""),
         "{errors}\n{}",
+        connector.logs()
+    );
+}
+
+/// A connector walking `server` as the landing server of `facilities`
+/// (registry written into `dir`).
+fn start_landing(
+    topics: &TopicsConfig,
+    dir: &Path,
+    server: &FtpServer,
+    sessions: usize,
+    poll_interval_ms: u64,
+    facilities: &[String],
+) -> Connector {
+    let password_env = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    let mut yaml = format!(
+        "landing:\n  - sessions: {sessions}\n    server:\n      id: landing\n      \
+         host: 127.0.0.1\n      port: {}\n      user: {USER}\n      \
+         password: {{ env: {password_env} }}\n      directory: /{{facility}}/incoming\n      \
+         glob: '*.zip'\n      poll_interval_ms: {poll_interval_ms}\n      timeout_ms: 5000\n\
+         facilities:\n",
+        server.port
+    );
+    for facility in facilities {
+        yaml.push_str(&format!("  - id: {facility}\n"));
+    }
+    std::fs::write(dir.join("facilities.yaml"), yaml).unwrap();
+    Connector::start(topics, dir, &[(&password_env, &server.password)])
+}
+
+/// A walk that saw a file before it settled lists that folder again a
+/// second later instead of a whole walk later: with a two-minute poll
+/// interval the file still arrives after the first walk, and no second walk
+/// happened.
+#[tokio::test]
+async fn a_file_a_walk_saw_is_taken_by_a_settle_pass_not_a_walk_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ftp");
+    let facilities: Vec<String> = (0..50).map(|i| format!("F{i:03}")).collect();
+    for facility in &facilities {
+        std::fs::create_dir_all(root.join(facility).join("incoming")).unwrap();
+    }
+    let bytes = b"an extract".to_vec();
+    std::fs::write(root.join("F017/incoming/extract.zip"), &bytes).unwrap();
+    let server = FtpServer::start(&root);
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let connector = start_landing(&topics, dir.path(), &server, 2, 120_000, &facilities);
+
+    let messages = read_topic(&topics.raw_files(), 1, TIMEOUT).await;
+    assert_eq!(messages.len(), 1, "{}", connector.logs());
+    assert_raw_message(&messages[0], "F017", "extract.zip", &bytes);
+    assert_eq!(
+        connector.logs().matches("Walked.").count(),
+        1,
+        "taken between walks: {}",
         connector.logs()
     );
 }

@@ -69,6 +69,12 @@ impl Folder {
         &self.endpoint
     }
 
+    /// Files its last listing saw that have not settled yet: worth listing
+    /// again soon rather than a whole walk later.
+    pub fn waiting(&self) -> usize {
+        self.tracker.unsettled()
+    }
+
     /// One listing of the session's current folder and the files it
     /// settled.
     pub async fn poll(

@@ -9,6 +9,12 @@
 //! list, take the settled files, next. A walk starts every
 //! `poll_interval_ms`, or at once when the last one took longer.
 //!
+//! A file settles when two listings in a row show the same size. Between
+//! walks, the folders whose last listing showed a file that had not
+//! settled are listed again every [`SETTLE_RELIST`] (a settle pass), so a
+//! new file is taken about a second after a walk first saw it rather than a
+//! whole walk later: with thousands of folders a walk takes seconds.
+//!
 //! Folders of no registered facility are left alone, counted in
 //! `medlake_connector_unknown_folders` and logged once each. A registered
 //! facility without a folder yet is not an error. Every folder keeps its own
@@ -33,6 +39,9 @@ use crate::session::Session;
 
 /// Most unknown folder names remembered so as to log each once.
 const MAX_REPORTED_UNKNOWN: usize = 10_000;
+
+/// Pause before folders with unsettled files are listed again.
+pub const SETTLE_RELIST: Duration = Duration::from_secs(1);
 
 /// One landing server and the facility folders this replica walks.
 pub struct Landing {
@@ -145,9 +154,9 @@ impl Landing {
                 elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "Walked."
             );
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
+            let next_walk = Instant::now() + delay;
+            if !self.settle(&shutdown, next_walk).await {
+                break;
             }
         }
         for session in self.sessions.iter_mut().filter_map(Option::take) {
@@ -157,23 +166,73 @@ impl Landing {
         Ok(())
     }
 
+    /// Until `next_walk`: every [`SETTLE_RELIST`], the folders whose files
+    /// have not settled are listed again. Returns false when the service
+    /// stops.
+    async fn settle(&mut self, shutdown: &Shutdown, next_walk: Instant) -> bool {
+        loop {
+            let waiting = self.folders.iter().any(|f| f.waiting() > 0);
+            let now = Instant::now();
+            let wake = if waiting {
+                next_walk.min(now + SETTLE_RELIST)
+            } else {
+                next_walk
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(wake.saturating_duration_since(now)) => {}
+            }
+            if !waiting || Instant::now() >= next_walk {
+                return true;
+            }
+            let pass = self.visit_folders(shutdown, |f| f.waiting() > 0).await;
+            let id = self.server.server.id.clone();
+            for error in &pass.errors {
+                // Logged as any poll failure; the next walk retries with
+                // its back-off.
+                let _ = failed(&id, error, &mut self.backoff);
+            }
+            tracing::debug!(
+                endpoint = self.id(),
+                folders = pass.present,
+                ingested = pass.outcome.ingested,
+                "Settle pass."
+            );
+        }
+    }
+
     /// One walk: which facility folders exist, then every one of them by
     /// the pool.
     async fn walk(&mut self, shutdown: &Shutdown) -> Walk {
-        let mut walk = Walk::default();
         let present = match self.discover().await {
             Ok(present) => present,
             Err(error) => {
                 self.sessions[0] = None;
-                walk.errors.push(error);
-                walk.unfinished = self.folders.len();
-                return walk;
+                return Walk {
+                    errors: vec![error],
+                    unfinished: self.folders.len(),
+                    ..Walk::default()
+                };
             }
         };
-        walk.unknown = self.note_unknown(&present);
+        let unknown = self.note_unknown(&present);
+        let mut walk = self
+            .visit_folders(shutdown, |folder| present.contains(folder.facility_id()))
+            .await;
+        walk.unknown = unknown;
+        walk
+    }
+
+    /// The folders `select` picks, visited by the pool.
+    async fn visit_folders(
+        &mut self,
+        shutdown: &Shutdown,
+        select: impl Fn(&Folder) -> bool,
+    ) -> Walk {
+        let mut walk = Walk::default();
         let (todo, idle): (Vec<_>, Vec<_>) = std::mem::take(&mut self.folders)
             .into_iter()
-            .partition(|folder| present.contains(folder.facility_id()));
+            .partition(|folder| select(folder));
         walk.present = todo.len();
         let queue = Mutex::new(VecDeque::from(todo));
         let done = Mutex::new(idle);

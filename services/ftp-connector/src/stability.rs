@@ -22,6 +22,8 @@ pub struct StabilityTracker {
     rule: Stability,
     matcher: GlobMatcher,
     last_sizes: HashMap<String, u64>,
+    /// Files of the last listing that matched but had not settled.
+    unsettled: usize,
 }
 
 impl StabilityTracker {
@@ -30,6 +32,7 @@ impl StabilityTracker {
             rule,
             matcher,
             last_sizes: HashMap::new(),
+            unsettled: 0,
         }
     }
 
@@ -49,9 +52,16 @@ impl StabilityTracker {
                 settled.push(file);
             }
         }
+        self.unsettled = current.len() - settled.len();
         self.last_sizes = current;
         settled.sort_by(|a, b| a.name.cmp(&b.name));
         settled
+    }
+
+    /// Files of the last listing that matched the glob but had not settled
+    /// (seen for the first time, or still growing).
+    pub fn unsettled(&self) -> usize {
+        self.unsettled
     }
 
     /// Records that `name` changed size since it was listed (the download
@@ -135,9 +145,11 @@ mod tests {
     #[test]
     fn a_file_is_taken_once_its_size_held_for_two_listings() {
         let mut t = tracker("*.zip", true, 0);
-        assert!(t.observe(vec![f("a.zip", 10)]).is_empty());
+        assert!(t.observe(vec![f("a.zip", 10), f("x.txt", 1)]).is_empty());
+        assert_eq!(t.unsettled(), 1, "only files matching the glob wait");
         assert!(t.observe(vec![f("a.zip", 20)]).is_empty(), "still growing");
         assert_eq!(t.observe(vec![f("a.zip", 20)]), [f("a.zip", 20)]);
+        assert_eq!(t.unsettled(), 0);
         // Taken again while it is still there (its move failed): harmless.
         assert_eq!(t.observe(vec![f("a.zip", 20)]), [f("a.zip", 20)]);
     }
