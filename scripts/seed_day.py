@@ -199,6 +199,8 @@ def run_phase(bench, manifest: dict, registry: pathlib.Path, secrets: dict) -> d
         figures.update(delivered_by_ftp=by_ftp, delivered_by_http=by_http, delivery_s=round(delivered, 1))
         figures.update(latencies(services["sink"]))
         figures["services"] = {n: s.usage(totals["records"]) for n, s in services.items()}
+        # Series per service: bounded labels keep this flat at any facility count.
+        figures["metric_series"] = {n: len(s.metrics()) for n, s in services.items()}
         figures["rows"] = bench.reconcile(env, manifest)
         figures["sink_compactions"] = int(metric_sum(services["sink"].metrics(), "medlake_sink_compactions_total",
                                                      outcome="ok"))

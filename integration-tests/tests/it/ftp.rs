@@ -724,6 +724,13 @@ async fn the_landing_server_is_walked_by_a_bounded_pool_of_sessions() {
         "{errors}\n{}",
         connector.logs()
     );
+    // Labels name the server, never a facility: bounded at 8,000 facilities.
+    for facility in &chosen {
+        assert!(
+            !errors.contains(&format!("\"{facility}\"")),
+            "{facility} is a label value:\n{errors}"
+        );
+    }
 }
 
 /// A connector walking `server` as the landing server of `facilities`
