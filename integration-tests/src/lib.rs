@@ -7,6 +7,8 @@
 //! A test that needs the broker fails when it is unreachable: nothing here
 //! skips.
 
+pub mod records;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -376,4 +378,85 @@ pub fn metric_sample(text: &str, sample: &str) -> Option<f64> {
         let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
         value.trim().parse().ok()
     })
+}
+
+/// A real S3 API server for the tests of the lake on object storage: `moto`
+/// in server mode (`scripts/requirements.txt`), in memory, any credentials,
+/// conditional PUTs answered as S3 does (412 to the loser of an
+/// `If-None-Match: *` race, which is what Delta commits rely on). Stopped
+/// when dropped.
+pub struct S3Server {
+    _child: ChildGuard,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Credentials the tests use (moto takes any).
+    pub const ACCESS_KEY: &'static str = "medlake-test";
+    pub const SECRET_KEY: &'static str = "medlake-test-secret";
+
+    /// The `AWS_*` settings object_store and delta-rs read for a server at
+    /// `endpoint`: plain HTTP, path-style URLs, no locking provider.
+    pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".to_string()),
+        ]
+    }
+
+    /// Starts `python -m moto.server` (`MEDLAKE_PYTHON`, else `python3`) on
+    /// `port` and waits (up to 30 s) until it answers.
+    pub fn start(port: u16) -> Self {
+        let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut command = Command::new(python);
+        command
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = ChildGuard::spawn(command);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!(
+                    "moto server exited ({status}): is moto[server] installed? scripts/py-deps.sh"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto server not up on port {port} after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            _child: child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Creates `bucket` (a plain PUT, as moto allows).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to moto");
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send the bucket PUT");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the bucket PUT's answer");
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "creating bucket {bucket}: {}",
+            response.lines().next().unwrap_or_default()
+        );
+    }
 }

@@ -30,7 +30,7 @@ use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
 
 /// The services, in start order (consumers first).
-const SERVICES: [&str; 4] = ["sink", "parser", "ftp-connector", "api-connector"];
+pub(crate) const SERVICES: [&str; 4] = ["sink", "parser", "ftp-connector", "api-connector"];
 /// Facilities of the test registry: id, and whether its zips are encrypted.
 const FACILITIES: [(&str, bool); 3] = [("E01", true), ("E02", true), ("E03", false)];
 /// How long a service may take to answer `/readyz`.
@@ -40,9 +40,13 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Everything one test runs: broker address, topics, lake, FTP server,
 /// services, generated files.
-struct Pipeline {
+pub(crate) struct Pipeline {
     dir: tempfile::TempDir,
     brokers: String,
+    /// The lake root: a folder of `dir` or an `s3://` URI.
+    lake: String,
+    /// Settings added to every command (`MEDLAKE_…` overrides).
+    extra_env: Vec<(String, String)>,
     topics: TopicsConfig,
     ftp: FtpServer,
     api_port: u16,
@@ -56,7 +60,18 @@ impl Pipeline {
     /// Writes the facility registry, starts the FTP server and creates the
     /// topics on `brokers`.
     fn new(brokers: String) -> Self {
+        Self::with_lake(brokers, None, Vec::new())
+    }
+
+    /// Like [`Pipeline::new`], with the lake at `lake` (`None`: a folder of
+    /// the test directory) and `extra_env` set on every command.
+    pub(crate) fn with_lake(
+        brokers: String,
+        lake: Option<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("test directory");
+        let lake = lake.unwrap_or_else(|| dir.path().join("lake").display().to_string());
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let ftp_root = dir.path().join("ftp");
         for (facility, _) in FACILITIES {
@@ -98,6 +113,8 @@ impl Pipeline {
         let pipeline = Self {
             dir,
             brokers,
+            lake,
+            extra_env,
             topics: topics_config(),
             ftp,
             api_port: free_port(),
@@ -114,13 +131,18 @@ impl Pipeline {
         pipeline
     }
 
-    fn lake(&self) -> String {
-        self.dir.path().join("lake").display().to_string()
+    pub(crate) fn lake(&self) -> String {
+        self.lake.clone()
+    }
+
+    /// Where [`Pipeline::generate`] writes its manifest.
+    pub(crate) fn manifest_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("manifest.json")
     }
 
     /// A `medlake` command with this pipeline's broker, topics, lake,
     /// registry and secrets.
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut command = medlake(&self.topics);
         command
             .env("KAFKA_BROKERS", &self.brokers)
@@ -137,7 +159,7 @@ impl Pipeline {
                 "warn,medlake=debug,medlake_common=debug,medlake_parser=debug,medlake_sink=debug,\
                  medlake_ftp_connector=debug,medlake_api_connector=debug",
             );
-        for (name, value) in &self.secrets {
+        for (name, value) in self.secrets.iter().chain(&self.extra_env) {
             command.env(name, value);
         }
         command
@@ -145,7 +167,7 @@ impl Pipeline {
 
     /// Starts `service` (again), its output appended to `logs/<service>.log`,
     /// and waits until it is ready.
-    async fn start(&mut self, service: &'static str) {
+    pub(crate) async fn start(&mut self, service: &'static str) {
         let log = self.dir.path().join("logs").join(format!("{service}.log"));
         let log = File::options().create(true).append(true).open(log).unwrap();
         let admin = format!("127.0.0.1:{}", free_port());
@@ -187,7 +209,7 @@ impl Pipeline {
 
     /// The value of every sample of `metric` on `service`'s `/metrics`,
     /// summed over labels.
-    async fn metric_sum(&self, service: &str, metric: &str) -> f64 {
+    pub(crate) async fn metric_sum(&self, service: &str, metric: &str) -> f64 {
         let url = format!("http://{}/metrics", self.admins[service]);
         let text = reqwest::get(&url)
             .await
@@ -229,7 +251,7 @@ impl Pipeline {
     }
 
     /// The last lines of every service log (for failure messages).
-    fn logs_tail(&self) -> String {
+    pub(crate) fn logs_tail(&self) -> String {
         let mut out = String::new();
         for service in SERVICES {
             let path = self.dir.path().join("logs").join(format!("{service}.log"));
@@ -246,7 +268,7 @@ impl Pipeline {
 
     /// No secret of the run (FTP password, zip passwords, API keys, the PII
     /// key) appears in any service's log.
-    fn assert_no_secret_in_logs(&self) {
+    pub(crate) fn assert_no_secret_in_logs(&self) {
         for service in SERVICES {
             let path = self.dir.path().join("logs").join(format!("{service}.log"));
             let text = std::fs::read_to_string(&path).unwrap();
@@ -261,7 +283,7 @@ impl Pipeline {
     }
 
     /// `medlake gen`: `files` files, `bad` of them bad, small archives.
-    fn generate(&self, files: usize, bad: usize, seed: u64) -> Manifest {
+    pub(crate) fn generate(&self, files: usize, bad: usize, seed: u64) -> Manifest {
         let out = self.dir.path().join("data");
         let output = self
             .command()
@@ -280,7 +302,7 @@ impl Pipeline {
             String::from_utf8_lossy(&output.stderr)
         );
         eprint!("e2e: {}", String::from_utf8_lossy(&output.stdout));
-        Manifest::load(&out.join("manifest.json")).expect("read the manifest")
+        Manifest::load(&self.manifest_path()).expect("read the manifest")
     }
 
     fn file_path(&self, file: &FileEntry) -> PathBuf {
@@ -353,7 +375,7 @@ impl Pipeline {
     }
 
     /// Delivers `files`: even positions by FTP, odd ones by HTTP.
-    async fn deliver(&self, files: &[&FileEntry]) {
+    pub(crate) async fn deliver(&self, files: &[&FileEntry]) {
         let (ftp, http): (Vec<_>, Vec<_>) = files.iter().enumerate().partition(|(i, _)| i % 2 == 0);
         let ftp: Vec<&FileEntry> = ftp.into_iter().map(|(_, f)| *f).collect();
         let http: Vec<&FileEntry> = http.into_iter().map(|(_, f)| *f).collect();
@@ -374,7 +396,7 @@ impl Pipeline {
     /// `redeliveries`, at least the expected dead letters are awaited (a
     /// redelivered rejected file adds some; [`assert_lake_matches`] sorts
     /// them out).
-    async fn wait_reconciled(
+    pub(crate) async fn wait_reconciled(
         &mut self,
         manifest: &Manifest,
         redeliveries: bool,
@@ -403,7 +425,7 @@ impl Pipeline {
     }
 
     /// Stops every service with SIGTERM; each must exit cleanly.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for service in SERVICES.iter().rev() {
             if let Some(mut child) = self.services.remove(service) {
                 let clean = child.terminate(Duration::from_secs(30));
@@ -426,7 +448,7 @@ async fn try_rows(lake: &str, table: &str) -> Result<Vec<RecordBatch>, String> {
 }
 
 /// Every row of `table`.
-async fn rows(lake: &str, table: &str) -> Vec<RecordBatch> {
+pub(crate) async fn rows(lake: &str, table: &str) -> Vec<RecordBatch> {
     try_rows(lake, table)
         .await
         .unwrap_or_else(|e| panic!("read {table}: {e}"))
@@ -474,7 +496,7 @@ async fn lake_progress(
 }
 
 /// The values of `columns` per row, rendered as text.
-fn tuples(batches: &[RecordBatch], columns: &[&str]) -> Vec<Vec<String>> {
+pub(crate) fn tuples(batches: &[RecordBatch], columns: &[&str]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for batch in batches {
         let arrays: Vec<_> = columns
@@ -539,7 +561,7 @@ fn ledger(batches: &[RecordBatch]) -> Vec<LedgerRow> {
 /// the rows, dead letters per error code. With `redeliveries`, a rejected
 /// file may have been delivered more than once (a connector killed between
 /// the broker's ack and its own acknowledgement): its dead letters count once.
-async fn assert_lake_matches(lake: &str, manifest: &Manifest, redeliveries: bool) {
+pub(crate) async fn assert_lake_matches(lake: &str, manifest: &Manifest, redeliveries: bool) {
     let known: BTreeSet<&str> = manifest.files.iter().map(|f| f.sha256.as_str()).collect();
     let datasets = dataset::load_dir(&repo_root().join("schemas")).expect("load data sets");
 

@@ -16,6 +16,7 @@ use medlake_common::config::TopicsConfig;
 use medlake_common::dead_letter::{ErrorCode, header};
 use medlake_common::ledger::{FileStatus, LedgerEntry};
 use medlake_common::{kafka, topics};
+use medlake_integration_tests::records::{ACCOUNTS, EVENTS, events, lineage};
 use medlake_integration_tests::{
     ChildGuard, eventually, kafka_config, medlake, read_topic, topics_config, unique,
 };
@@ -31,29 +32,6 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// An append data set.
-const EVENTS: &str = r#"
-name: events
-match: { entry: ["events*.csv"] }
-format: { type: csv }
-fields:
-  - { name: event_id, type: int64, required: true }
-  - { name: note, type: string }
-table: { mode: append }
-"#;
-
-/// A merge data set: the latest `seq` per account wins.
-const ACCOUNTS: &str = r#"
-name: accounts
-match: { entry: ["accounts*.csv"] }
-format: { type: csv }
-fields:
-  - { name: account_id, type: int64, required: true }
-  - { name: seq, type: int64, required: true }
-  - { name: balance, type: int64 }
-table: { mode: merge, primary_key: [account_id], sequence_by: seq }
-"#;
 
 /// Seed of the random kill points: `MEDLAKE_TEST_SEED` or a fixed default,
 /// printed so a failure can be replayed.
@@ -272,25 +250,6 @@ fn strings(rows: &[RecordBatch], column: &str) -> Vec<String> {
             (0..c.len())
                 .map(|i| c.value(i).to_string())
                 .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn lineage(record: &mut Value, index: i64) {
-    let obj = record.as_object_mut().unwrap();
-    obj.insert("_file_id".into(), json!("f-1"));
-    obj.insert("_facility_id".into(), json!("F1"));
-    obj.insert("_entry".into(), json!("entry.csv"));
-    obj.insert("_record_index".into(), json!(index));
-    obj.insert("_ingested_at".into(), json!("2024-03-01T10:00:00.000001Z"));
-}
-
-fn events(range: std::ops::Range<i64>) -> Vec<(String, Value)> {
-    range
-        .map(|i| {
-            let mut v = json!({"event_id": i, "note": format!("n{i}")});
-            lineage(&mut v, i);
-            (format!("f-{}", i % 7), v)
         })
         .collect()
 }

@@ -275,11 +275,12 @@ pub static SINK_FILE_TO_TABLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(||
     )
 });
 
-/// Commit attempts lost to a concurrent writer, by data set.
+/// Commit attempts lost to a concurrent writer (retried by the sink, or
+/// checked and rebased by delta-rs), by data set.
 pub static SINK_COMMIT_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "medlake_sink_commit_conflicts_total",
-        "Commit attempts refused because another writer committed first, by data set.",
+        "Commit attempts that lost to another writer's commit (refused and retried, or checked and rebased onto it), by data set.",
         &["dataset"],
     )
 });

@@ -19,7 +19,10 @@ use deltalake::operations::optimize::OptimizeType;
 use medlake_common::Shutdown;
 use serde::{Deserialize, Serialize};
 
-use crate::delta::DeltaError;
+use crate::delta::{DeltaError, REWRITE_LEASE, RewriteLock};
+
+/// How long `maintain` waits for another writer's OPTIMIZE of a table.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// The `maintain` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -112,12 +115,40 @@ pub async fn maintain_table(
         _ => OptimizeType::Compact,
     };
     let target = NonZeroU64::new(config.target_file_size_bytes.max(1)).expect("at least one");
-    let (table, optimized) = table
-        .optimize()
-        .with_type(optimize_type)
-        .with_target_size(target)
-        .await
-        .map_err(|e| delta("optimize", e))?;
+    // One OPTIMIZE of a table at a time (see `delta::rewrite_lock`): wait
+    // for a sink's compaction to finish, then plan on the table as it is.
+    let waited = std::time::Instant::now();
+    let lock = loop {
+        if let Some(lock) =
+            RewriteLock::try_acquire(&table, table_name, "medlake maintain", REWRITE_LEASE).await?
+        {
+            break lock;
+        }
+        if waited.elapsed() > LOCK_WAIT {
+            return Err(DeltaError::LockBusy {
+                table: table_name.to_string(),
+                waited_s: waited.elapsed().as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let optimized = async {
+        let mut table = table;
+        table
+            .update_incremental(None)
+            .await
+            .map_err(|e| delta("refresh table", e))?;
+        table
+            .optimize()
+            .with_type(optimize_type)
+            .with_target_size(target)
+            .await
+            .map_err(|e| delta("optimize", e))
+    }
+    .await;
+    let released = lock.release().await;
+    let (table, optimized) = optimized?;
+    released?;
     let retention = chrono::Duration::hours(config.vacuum_retention_hours as i64);
     let (table, vacuumed) = table
         .vacuum()

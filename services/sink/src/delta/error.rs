@@ -60,6 +60,27 @@ pub enum DeltaError {
         source: Box<DeltaTableError>,
     },
 
+    /// The table's rewrite lock could not be read or written.
+    #[error("table {table}: rewrite lock: {source}")]
+    Lock {
+        /// Table (data set) name.
+        table: String,
+        /// Underlying storage error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// Another writer held the table's rewrite lock for longer than we waited.
+    #[error(
+        "table {table}: another writer has been rewriting the table for {waited_s} s (rewrite lock under _medlake/rewrite)"
+    )]
+    LockBusy {
+        /// Table (data set) name.
+        table: String,
+        /// Seconds waited.
+        waited_s: u64,
+    },
+
     /// An Arrow computation on the batch failed.
     #[error("table {table}: {operation}: {source}")]
     Arrow {
@@ -125,7 +146,9 @@ impl Classify for DeltaError {
             | DeltaError::IncompatibleSchema { .. }
             | DeltaError::InvalidLocation { .. }
             | DeltaError::InvalidBatch { .. } => ErrorKind::Fatal,
-            DeltaError::Conflict { .. } => ErrorKind::Retryable,
+            DeltaError::Conflict { .. } | DeltaError::Lock { .. } | DeltaError::LockBusy { .. } => {
+                ErrorKind::Retryable
+            }
             DeltaError::Arrow { .. } => ErrorKind::BadInput,
             DeltaError::Delta { source, .. } => match source.as_ref() {
                 DeltaTableError::Arrow { .. } | DeltaTableError::SchemaMismatch { .. } => {

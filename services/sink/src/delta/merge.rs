@@ -188,6 +188,13 @@ pub(crate) async fn merge(
     let is_op = |op: &str| source(OP_COLUMN).eq(lit(op.to_string()));
 
     let delta = |e| DeltaError::delta(name, "merge", e);
+    // No rebase by delta-rs onto a table that moved since the MERGE read it:
+    // its checker would let a MERGE commit over an OPTIMIZE that replaced
+    // the files the MERGE rewrote (OPTIMIZE removes with `dataChange:
+    // false`, which it ignores), leaving both the compacted rows and the
+    // merged ones. The lost race is a conflict; the writer re-runs the MERGE
+    // on the new table.
+    let commit = commit.with_max_retries(0);
     let (table, metrics) = table
         .merge(source_frame, on)
         .with_source_alias(SOURCE)

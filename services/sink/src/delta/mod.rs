@@ -37,9 +37,11 @@
 //! its table ([`TableWriter::compact_if_due`]): OPTIMIZE bins the small
 //! files of each partition into files of up to
 //! [`DeltaConfig::target_file_size_bytes`]. The compaction commit carries no
-//! `txn` action, so offsets are untouched; a concurrent writer's MERGE that
-//! read a compacted file loses its commit race and retries. Z-order and
-//! vacuum stay with `medlake maintain`, which rewrites whole partitions.
+//! `txn` action, so offsets are untouched. Only one OPTIMIZE of a table runs
+//! at a time, across replicas and `medlake maintain` ([`rewrite_lock`]), and
+//! MERGEs commit without delta-rs's rebase, so a MERGE that lost the race to a
+//! compaction re-runs on the compacted table. Z-order and vacuum stay with
+//! `medlake maintain`, which rewrites whole partitions.
 
 pub mod builtin;
 mod config;
@@ -47,8 +49,16 @@ pub mod create;
 mod error;
 pub mod merge;
 pub mod read;
+pub mod rewrite_lock;
 mod spec;
 pub mod txn;
+
+pub use rewrite_lock::RewriteLock;
+
+/// How long a rewrite lock holds when its holder dies before releasing it.
+/// A compaction takes seconds and a Z-order minutes; a crashed holder delays
+/// the next compaction of its table by at most this.
+pub const REWRITE_LEASE: Duration = Duration::from_secs(3600);
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -82,6 +92,10 @@ pub struct CommitOutcome {
     pub rejects: Vec<RowReject>,
     /// Commit attempts made (more than one after conflicts).
     pub attempts: u32,
+    /// Whether the commit landed past the version it was planned on: another
+    /// writer committed in between and delta-rs checked and rebased ours
+    /// (appends, whose rows conflict with nothing but the same offsets).
+    pub rebased: bool,
     /// Wall time of the call.
     pub duration: Duration,
 }
@@ -197,10 +211,12 @@ impl TableWriter {
                     ..CommitOutcome::default()
                 });
             };
+            let planned_on = self.version();
             match self.commit(pending).await {
                 Ok(mut outcome) => {
                     self.commits_since_compaction += 1;
                     outcome.attempts = attempt;
+                    outcome.rebased = outcome.version > planned_on + 1;
                     outcome.duration = started.elapsed();
                     return Ok(outcome);
                 }
@@ -240,17 +256,36 @@ impl TableWriter {
         if every == 0 || self.commits_since_compaction < every {
             return Ok(None);
         }
-        let name = self.spec.name.as_str();
-        let target = std::num::NonZeroU64::new(self.options.config.target_file_size_bytes.max(1))
-            .expect("at least one");
-        let (table, metrics) = self
-            .table
-            .clone()
-            .optimize()
-            .with_type(OptimizeType::Compact)
-            .with_target_size(target)
-            .await
-            .map_err(|e| DeltaError::delta(name, "compact", e))?;
+        let name = self.spec.name.clone();
+        let name = name.as_str();
+        let owner = format!("sink {}", self.options.consumer_group);
+        let Some(lock) = RewriteLock::try_acquire(&self.table, name, &owner, REWRITE_LEASE).await?
+        else {
+            tracing::debug!(
+                table = name,
+                "Another writer is compacting; trying after the next commit."
+            );
+            return Ok(None);
+        };
+        // Planned on the table as it is now, with no other OPTIMIZE able to
+        // commit before this one.
+        let optimized = async {
+            self.refresh().await?;
+            let target =
+                std::num::NonZeroU64::new(self.options.config.target_file_size_bytes.max(1))
+                    .expect("at least one");
+            self.table
+                .clone()
+                .optimize()
+                .with_type(OptimizeType::Compact)
+                .with_target_size(target)
+                .await
+                .map_err(|e| DeltaError::delta(name, "compact", e))
+        }
+        .await;
+        let released = lock.release().await;
+        let (table, metrics) = optimized?;
+        released?;
         self.table = table;
         self.commits_since_compaction = 0;
         let compaction = Compaction {

@@ -261,7 +261,7 @@ async fn after_commit(lane: &Lane, io: &Io, outcome: &CommitOutcome) {
         .observe(outcome.duration.as_secs_f64());
     SINK_COMMIT_CONFLICTS
         .with_label_values(&[table])
-        .inc_by(u64::from(outcome.attempts.saturating_sub(1)));
+        .inc_by(u64::from(outcome.attempts.saturating_sub(1)) + u64::from(outcome.rebased));
     for (action, count) in [
         ("inserted", outcome.merge.inserted),
         ("updated", outcome.merge.updated),
