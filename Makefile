@@ -41,7 +41,7 @@ check-deploy: ## Validate docker-compose.yml and the Helm chart.
 
 tools: test-tools check-tools ## Install everything the tests and checks need.
 
-test-tools: kafka-jars py-deps spark-deps ## What `make test` needs: broker jars, Python env, delta jars.
+test-tools: kafka-jars py-deps spark-deps trino-deps ## What `make test` needs: broker jars, Python env (moto, pyspark), delta jars, Trino.
 
 check-tools: helm compose promtool ## What `make check-deploy` needs: helm, docker compose, promtool.
 
@@ -93,6 +93,20 @@ spark-deps: ## Install pyspark + delta-spark and the delta jars (no network at r
 
 spark-smoke: spark-deps ## Write and read back a Delta table with Spark.
 	"$(MEDLAKE_CACHE)/venv/bin/python" scripts/spark_session.py smoke
+
+## ---- Trino 476 (interoperability tests; needs a JDK 24+) ----------------
+
+.PHONY: trino-deps trino-up trino-down
+# Exit status 3 of the script: no JDK 24+ on this machine. Not an error here;
+# the Trino test then says it was skipped and why.
+trino-deps: ## Fetch and unpack trino-server 476 from Maven Central (cached).
+	scripts/trino-deps.sh || [ $$? -eq 3 ]
+
+trino-up: ## Start a local Trino on 127.0.0.1:8085 (TRINO_S3_ENDPOINT adds an s3 catalog).
+	scripts/trino-up.sh
+
+trino-down: ## Stop the local Trino.
+	scripts/trino-down.sh
 
 ## ---- Helm ---------------------------------------------------------------
 

@@ -5,8 +5,9 @@
 # - KAFKA_BROKERS unset: uses the local broker (scripts/kafka-up.sh), starting
 #   it when it is not running and stopping it at the end only in that case.
 #   KAFKA_BROKERS set: uses that broker as it is.
-# - The Python environment (pyftpdlib for the FTP tests, pyspark + delta-spark
-#   for the Spark interop tests) and the delta jars: scripts/spark-deps.sh.
+# - The Python environment (pyftpdlib for the FTP tests, moto for the S3 API
+#   server, pyspark + delta-spark for the Spark interop tests) and the delta
+#   jars: scripts/spark-deps.sh. Trino 476: scripts/trino-deps.sh.
 # - Exports for the tests: KAFKA_BROKERS, MEDLAKE_PYTHON (the environment's
 #   python, which runs scripts/ftp_server.py and scripts/spark_session.py),
 #   MEDLAKE_SPARK_JARS_DIR.
@@ -24,6 +25,9 @@ section() { printf '\n==== %s [%s]\n' "$*" "$(date +%H:%M:%S)" >&2; }
 
 section "test dependencies"
 "$SCRIPTS_DIR/spark-deps.sh"
+# Trino 476 for the interoperability test of integration-tests/tests/s3;
+# status 3: no JDK 24+ here, and that test reports its skip.
+"$SCRIPTS_DIR/trino-deps.sh" || { status=$?; (( status == 3 )) || exit "$status"; }
 export MEDLAKE_PYTHON="${MEDLAKE_VENV:-$MEDLAKE_CACHE/venv}/bin/python"
 export MEDLAKE_SPARK_JARS_DIR="${MEDLAKE_SPARK_JARS_DIR:-$MEDLAKE_CACHE/spark-jars}"
 

@@ -397,7 +397,8 @@ impl S3Server {
     pub const SECRET_KEY: &'static str = "medlake-test-secret";
 
     /// The `AWS_*` settings object_store and delta-rs read for a server at
-    /// `endpoint`: plain HTTP, path-style URLs, no locking provider.
+    /// `endpoint`: plain HTTP, path-style URLs, conditional PUTs, no locking
+    /// provider. `docker-compose.yml` sets the same for its S3 server.
     pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", endpoint.to_string()),
@@ -406,6 +407,7 @@ impl S3Server {
             ("AWS_REGION", "us-east-1".to_string()),
             ("AWS_ALLOW_HTTP", "true".to_string()),
             ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false".to_string()),
+            ("AWS_CONDITIONAL_PUT", "etag".to_string()),
         ]
     }
 

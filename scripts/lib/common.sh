@@ -52,6 +52,33 @@ stop_pid() {
     done
 }
 
+# stop_service NAME PID PID_FILE HOST PORT TIMEOUT_S KILL_NOW: stops the
+# service whose pid is PID (empty: not running) with SIGTERM, SIGKILL after
+# TIMEOUT_S, or SIGKILL at once when KILL_NOW is true; removes PID_FILE, then
+# fails if something else still listens on HOST:PORT.
+stop_service() {
+    local name="$1" pid="$2" pid_file="$3" host="$4" port="$5" timeout="$6" kill_now="$7"
+    if [[ -n "$pid" ]]; then
+        if $kill_now; then
+            log "killing $name (pid $pid) with SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            while pid_alive "$pid"; do sleep 0.1; done
+        else
+            stop_pid "$pid" "$name" "$timeout"
+        fi
+        log "$name stopped"
+    else
+        log "$name not running"
+    fi
+    rm -f "$pid_file"
+    # The listening socket goes with the process; allow the kernel a moment.
+    for _ in $(seq 50); do
+        port_open "$host" "$port" || return 0
+        sleep 0.1
+    done
+    die "something not started by these scripts still listens on $host:$port (see: ss -ltnp 'sport = :$port')"
+}
+
 # medlake_venv: creates (once) and prints the path of the project's Python
 # virtual environment, with scripts/requirements.txt installed. The hash of the
 # requirements file is stored in the venv so a change reinstalls.

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 const ROWS: i64 = 60;
 
 /// The project's Python with pyspark and delta-spark (`make spark-deps`).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let path = std::env::var("MEDLAKE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -105,7 +105,7 @@ fn record(dataset: &Dataset, spec: &TableSpec, i: i64, version: i64, op: &str) -
 }
 
 /// Writes one batch of JSON records through the decoder and the writer.
-async fn write(writer: &mut TableWriter, spec: &TableSpec, records: &[(i64, Value)]) {
+pub(crate) async fn write(writer: &mut TableWriter, spec: &TableSpec, records: &[(i64, Value)]) {
     let decoder = RecordDecoder::new(&spec.name, spec.schema.clone(), true).unwrap();
     let bytes: Vec<Vec<u8>> = records
         .iter()
@@ -134,7 +134,7 @@ async fn write(writer: &mut TableWriter, spec: &TableSpec, records: &[(i64, Valu
 
 /// Writes the data set's table: appends in three batches; merges with
 /// inserts, updates, older events and deletes.
-async fn write_dataset(lake: &str, dataset: &Dataset) -> usize {
+pub(crate) async fn write_dataset(lake: &str, dataset: &Dataset) -> usize {
     let spec = TableSpec::from_dataset(dataset).unwrap();
     let mut writer = TableWriter::open_or_create(lake, &spec, &WriterOptions::new("spark"))
         .await
@@ -177,7 +177,7 @@ async fn write_dataset(lake: &str, dataset: &Dataset) -> usize {
 }
 
 /// Built-in tables: a few dead letters and ledger entries.
-async fn write_builtins(lake: &str) {
+pub(crate) async fn write_builtins(lake: &str) {
     let spec = dead_letters_spec();
     let mut writer = TableWriter::open_or_create(lake, &spec, &WriterOptions::new("spark"))
         .await
@@ -237,7 +237,10 @@ async fn write_builtins(lake: &str) {
 
 /// medlake's own read of a table in the canonical text form of
 /// `scripts/spark_check.py`, rows sorted.
-async fn medlake_rows(lake: &str, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+pub(crate) async fn medlake_rows(
+    lake: &str,
+    table: &str,
+) -> (Vec<String>, Vec<Vec<Option<String>>>) {
     let batches = read::read_all(lake, table).await.unwrap();
     let schema = batches[0].schema();
     let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
@@ -298,7 +301,7 @@ fn canonical(array: &dyn Array) -> Vec<Option<String>> {
 }
 
 /// Normalises a JSON map string the way Python's `json.dumps(sort_keys=True)` does.
-fn normalise_map(text: &str) -> String {
+pub(crate) fn normalise_map(text: &str) -> String {
     let v: BTreeMap<String, Option<String>> = serde_json::from_str(text).unwrap();
     serde_json::to_string(&v).unwrap()
 }

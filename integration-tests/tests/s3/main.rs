@@ -18,6 +18,11 @@
 mod e2e;
 mod pipeline;
 mod replicas;
+// The Spark interoperability test's table writers and readers.
+#[path = "../it/spark.rs"]
+#[allow(dead_code, unused_imports)]
+mod spark;
+mod trino;
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -72,15 +77,19 @@ fn run_with_s3_environment() -> ExitCode {
 }
 
 /// The scenarios, by name.
-const SCENARIOS: [&str; 2] = [
+const SCENARIOS: [&str; 3] = [
     "s3::the_pipeline_on_s3_reconciles_as_on_disk",
     "s3::two_sink_replicas_commit_every_batch_once_on_s3",
+    "s3::trino_reads_every_table_from_disk_and_s3_as_spark_and_medlake_do",
 ];
 
 async fn run(name: &str, lakes: &Lakes) {
     match name {
         "s3::the_pipeline_on_s3_reconciles_as_on_disk" => pipeline::reconciles(lakes).await,
         "s3::two_sink_replicas_commit_every_batch_once_on_s3" => replicas::commit_once(lakes).await,
+        "s3::trino_reads_every_table_from_disk_and_s3_as_spark_and_medlake_do" => {
+            trino::reads_every_table(lakes).await
+        }
         other => unreachable!("no scenario {other}"),
     }
 }
