@@ -742,3 +742,64 @@ async fn secrets_never_reach_the_logs() {
         );
     }
 }
+
+/// A registry that would send one facility's files to another (two
+/// facilities with one key) or that holds a key written inline is refused
+/// at start, with a message that names the facilities and never repeats the
+/// key.
+#[tokio::test]
+async fn a_shared_key_or_an_inline_secret_stops_the_start_without_echoing_it() {
+    let topics = topics_config();
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("shared-key-{}", short_id());
+    let env = format!("IT_SHARED_KEY_{}", short_id().to_uppercase());
+    let cases = [
+        (
+            format!(
+                "facilities:\n  - id: FA\n    api_key: {{ env: {env} }}\n  - id: FB\n    api_key_sha256: {}\n  - id: FC\n",
+                medlake_common::raw_file::sha256_hex(key.as_bytes())
+            ),
+            "facilities FA and FB have the same API key",
+        ),
+        (
+            format!("facilities:\n  - id: FA\n    api_key: \"{key}\"\n"),
+            "must be a reference",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let facilities = write_facilities(dir.path(), &yaml);
+        let log = dir.path().join("start.log");
+        let mut command = medlake(&topics);
+        command
+            .arg("api-connector")
+            .env("MEDLAKE_LAKE_URI", dir.path().join("lake"))
+            .env("MEDLAKE_FACILITIES_FILE", &facilities)
+            .env(
+                "MEDLAKE_API_CONNECTOR__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "MEDLAKE_ADMIN__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(&env, &key)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::from(File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                File::options().append(true).open(&log).unwrap(),
+            ));
+        let mut child = ChildGuard::spawn(command);
+        let status = eventually(Duration::from_secs(30), "the start to fail", || {
+            let exited = child.0.try_wait().unwrap();
+            async move { exited }
+        })
+        .await;
+        let printed = std::fs::read_to_string(&log).unwrap();
+        assert!(!status.success(), "it started: {printed}");
+        assert!(printed.contains(expected), "{printed}");
+        assert!(
+            !printed.contains(&key),
+            "the key is in the output: {printed}"
+        );
+    }
+}

@@ -37,13 +37,20 @@ pub enum KeyIndexError {
     },
     #[error("facility {facility}: api_key_sha256 must be 64 hex digits")]
     BadDigest { facility: String },
+    /// Two facilities with one key: a push with it could land under either.
+    #[error(
+        "facilities {} have the same API key: a file pushed with it would land under one of them at random; give each facility a key of its own",
+        facilities.join(" and ")
+    )]
+    SharedKey { facilities: Vec<String> },
 }
 
 impl KeyIndex {
     /// Digests of every facility that has a key. A facility whose secret
     /// cannot be read is reported in `skipped` and cannot push; the others
-    /// still can.
-    pub fn from_registry(registry: &Registry) -> (Self, Vec<KeyIndexError>) {
+    /// still can. Two facilities with the same key are refused whole
+    /// ([`KeyIndexError::SharedKey`]): nothing could tell their files apart.
+    pub fn from_registry(registry: &Registry) -> Result<(Self, Vec<KeyIndexError>), KeyIndexError> {
         let mut index = Self::default();
         let mut skipped = Vec::new();
         for facility in registry.iter() {
@@ -53,7 +60,19 @@ impl KeyIndex {
                 Err(error) => skipped.push(error),
             }
         }
-        (index, skipped)
+        let mut by_digest = index.entries.clone();
+        by_digest.sort();
+        for pair in by_digest.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                let facilities = by_digest
+                    .iter()
+                    .filter(|(digest, _)| *digest == pair[0].0)
+                    .map(|(_, facility)| facility.clone())
+                    .collect();
+                return Err(KeyIndexError::SharedKey { facilities });
+            }
+        }
+        Ok((index, skipped))
     }
 
     /// The facility whose key this is.
@@ -140,7 +159,7 @@ mod tests {
 
     #[test]
     fn keys_map_to_their_facility_only() {
-        let (index, skipped) = KeyIndex::from_registry(&registry());
+        let (index, skipped) = KeyIndex::from_registry(&registry()).unwrap();
         assert_eq!(index.len(), 2);
         assert_eq!(index.facility_of("key-a"), Some("A"));
         assert_eq!(index.facility_of("key-b"), Some("B"));
@@ -157,8 +176,26 @@ mod tests {
     }
 
     #[test]
+    fn two_facilities_with_one_key_are_refused_naming_them_not_the_key() {
+        let yaml = format!(
+            "facilities:\n  - id: A\n    api_key_sha256: {}\n  - id: B\n    api_key_sha256: {}\n  - id: C\n    api_key_sha256: {}\n",
+            sha256_hex(b"shared-key"),
+            sha256_hex(b"key-b"),
+            sha256_hex(b"shared-key").to_uppercase(),
+        );
+        let registry = Registry::parse(&yaml, Path::new("f.yaml")).unwrap();
+        let error = KeyIndex::from_registry(&registry).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("facilities A and C have the same API key"),
+            "{text}"
+        );
+        assert!(!text.contains(&sha256_hex(b"shared-key")), "{text}");
+    }
+
+    #[test]
     fn debug_shows_no_digest() {
-        let (index, _) = KeyIndex::from_registry(&registry());
+        let (index, _) = KeyIndex::from_registry(&registry()).unwrap();
         let printed = format!("{index:?}");
         assert_eq!(printed, "KeyIndex { facilities: 2 }");
     }

@@ -13,6 +13,8 @@ use medlake_common::{Classify, ErrorKind};
 pub enum ApiConnectorError {
     #[error("{source}")]
     Registry { source: RegistryError },
+    #[error("{source}")]
+    Keys { source: crate::auth::KeyIndexError },
     #[error(
         "facility {facility_id}: http_pull endpoint {endpoint_id}: url does not parse: {source}"
     )]

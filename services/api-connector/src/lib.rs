@@ -58,7 +58,8 @@ pub async fn run(
 ) -> Result<(), ApiConnectorError> {
     let registry = Registry::load(&ctx.facilities_file)
         .map_err(|source| ApiConnectorError::Registry { source })?;
-    let (keys, skipped) = KeyIndex::from_registry(&registry);
+    let (keys, skipped) =
+        KeyIndex::from_registry(&registry).map_err(|source| ApiConnectorError::Keys { source })?;
     for error in &skipped {
         tracing::warn!(%error, "Facility cannot push: its API key is unavailable.");
     }

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a secret is kept: exactly one of `env` or `file`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+/// Where a secret is kept: exactly one of `env` or `file`. A value written
+/// in its place (`api_key: "…"`) is refused, and the error does not repeat
+/// it (serde's own message would quote it).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct SecretRef {
     /// Name of the environment variable that holds the secret.
     #[serde(default)]
@@ -19,6 +20,70 @@ pub struct SecretRef {
     /// trailing newline, is the secret.
     #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+/// What a configuration error says when a secret is written inline.
+pub const INLINE_SECRET: &str = "a secret must be a reference, `{ env: NAME }` or `{ file: PATH }`, \
+     not a value written in the file (the value is not repeated here); \
+     move it into an environment variable or a mounted file";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            env: Option<String>,
+            #[serde(default)]
+            file: Option<PathBuf>,
+        }
+
+        struct RefVisitor;
+
+        impl<'de> Visitor<'de> for RefVisitor {
+            type Value = SecretRef;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`{ env: NAME }` or `{ file: PATH }`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+                let fields = Fields::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(SecretRef {
+                    env: fields.env,
+                    file: fields.file,
+                })
+            }
+
+            // Anything else is the secret itself, or part of it: refused
+            // without being quoted.
+            fn visit_str<E: Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_bytes<E: Error>(self, _: &[u8]) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_i64<E: Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_bool<E: Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+                Err(A::Error::custom(INLINE_SECRET))
+            }
+        }
+
+        deserializer.deserialize_any(RefVisitor)
+    }
 }
 
 /// A secret could not be read. Never carries the secret itself.
@@ -117,6 +182,29 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{s}"), "***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_value_written_inline_is_refused_without_being_repeated() {
+        for yaml in [
+            "\"hunter2-inline\"",
+            "hunter2-inline",
+            "12345678901",
+            "[hunter2-inline]",
+        ] {
+            let error = serde_yaml::from_str::<SecretRef>(yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("must be a reference"), "{error}");
+            assert!(
+                !error.contains("hunter2") && !error.contains("12345678901"),
+                "{error}"
+            );
+        }
+        let ok: SecretRef = serde_yaml::from_str("{ env: KEY }").unwrap();
+        assert_eq!(ok, SecretRef::env("KEY"));
+        let unknown = serde_yaml::from_str::<SecretRef>("{ value: x }").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field"), "{unknown}");
     }
 
     #[test]

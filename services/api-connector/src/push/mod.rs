@@ -301,7 +301,9 @@ mod tests {
             sha256_hex(b"ka"),
             sha256_hex(b"kb")
         );
-        KeyIndex::from_registry(&Registry::parse(&yaml, FsPath::new("f")).unwrap()).0
+        KeyIndex::from_registry(&Registry::parse(&yaml, FsPath::new("f")).unwrap())
+            .unwrap()
+            .0
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
