@@ -554,11 +554,13 @@ async fn serve_api(api: Api) -> String {
     format!("http://{addr}")
 }
 
-fn pull_facilities(dir: &Path, api_base: &str, token_env: &str) -> PathBuf {
+/// A registry whose facility FP pulls from the fake API at `api_base` (on
+/// loopback: allowed only with `allow_private`).
+fn pull_facilities(dir: &Path, api_base: &str, token_env: &str, allow_private: bool) -> PathBuf {
     write_facilities(
         dir,
         &format!(
-            "facilities:\n  - id: FP\n    http_pull:\n      - id: exports\n        url: {api_base}/pages\n        poll_interval_ms: 200\n        cursor_param: since\n        auth: {{ header_name: X-Auth-Token, secret: {{ env: {token_env} }} }}\n"
+            "facilities:\n  - id: FP\n    http_pull:\n      - id: exports\n        url: {api_base}/pages\n        poll_interval_ms: 200\n        cursor_param: since\n        allow_private_network: {allow_private}\n        auth: {{ header_name: X-Auth-Token, secret: {{ env: {token_env} }} }}\n"
         ),
     )
 }
@@ -576,7 +578,7 @@ async fn pull_resumes_from_the_persisted_cursor_after_a_kill() {
         ..FakeApi::default()
     }));
     let api_base = serve_api(api.clone()).await;
-    let facilities = pull_facilities(dir.path(), &api_base, &token_env);
+    let facilities = pull_facilities(dir.path(), &api_base, &token_env, true);
     let lake = dir.path().join("lake");
     let setup = Setup {
         topics: &topics,
@@ -693,7 +695,7 @@ async fn secrets_never_reach_the_logs() {
     write_facilities(
         dir.path(),
         &format!(
-            "facilities:\n  - id: FS\n    api_key: {{ env: {key_env} }}\n    http_pull:\n      - id: exports\n        url: {api_base}/pages\n        poll_interval_ms: 200\n        auth: {{ header_name: X-Auth-Token, secret: {{ env: {token_env} }} }}\n  - id: FT\n    api_key_sha256: {}\n",
+            "facilities:\n  - id: FS\n    api_key: {{ env: {key_env} }}\n    http_pull:\n      - id: exports\n        url: {api_base}/pages\n        poll_interval_ms: 200\n        allow_private_network: true\n        auth: {{ header_name: X-Auth-Token, secret: {{ env: {token_env} }} }}\n  - id: FT\n    api_key_sha256: {}\n",
             sha256_hex(b"other facility key")
         ),
     );
@@ -802,4 +804,41 @@ async fn a_shared_key_or_an_inline_secret_stops_the_start_without_echoing_it() {
             "the key is in the output: {printed}"
         );
     }
+}
+
+/// A pull endpoint on an internal address (here loopback) is refused before
+/// any request unless the registry allows it: no page is asked for, and the
+/// log says why.
+#[tokio::test]
+async fn a_pull_endpoint_on_an_internal_address_is_never_asked_unless_allowed() {
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("tok-{}", short_id());
+    let token_env = format!("IT_PULL_TOKEN_{}", short_id().to_uppercase());
+    let api: Api = Arc::new(Mutex::new(FakeApi {
+        token: token.clone(),
+        ..FakeApi::default()
+    }));
+    let api_base = serve_api(api.clone()).await;
+    let facilities = pull_facilities(dir.path(), &api_base, &token_env, false);
+    let connector = Connector::start(&Setup {
+        topics: &topics,
+        lake: &dir.path().join("lake"),
+        facilities: &facilities,
+        env: &[(token_env.as_str(), token.as_str())],
+        log: dir.path().join("connector.log"),
+    })
+    .await;
+    eventually(TIMEOUT, "the refusal in the log", || {
+        let logs = connector.logs();
+        async move { logs.contains("pull endpoints may not reach").then_some(()) }
+    })
+    .await;
+    // Several poll intervals later, still nothing asked.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        api.lock().unwrap().page_requests.is_empty(),
+        "a refused endpoint's page was requested"
+    );
 }

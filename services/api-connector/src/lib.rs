@@ -117,15 +117,24 @@ fn pullers(
     ingestor: &Arc<Ingestor>,
     recent: &Arc<RecentFiles>,
 ) -> Result<Vec<EndpointPuller>, ApiConnectorError> {
-    let fetcher =
-        Fetcher::new(&config.pull).map_err(|source| ApiConnectorError::Client { source })?;
+    // Endpoints reach the public internet only, unless they allow private
+    // addresses (see `pull::guard`).
+    let client = |allow_private| {
+        Fetcher::new(&config.pull, allow_private)
+            .map_err(|source| ApiConnectorError::Client { source })
+    };
+    let (guarded, open) = (client(false)?, client(true)?);
     let mut out = Vec::new();
     for facility in registry.iter() {
         for endpoint in &facility.http_pull {
             let puller = EndpointPuller::new(
                 &facility.id,
                 endpoint.clone(),
-                fetcher.clone(),
+                if endpoint.allow_private_network {
+                    open.clone()
+                } else {
+                    guarded.clone()
+                },
                 ingestor.clone(),
                 recent.clone(),
             )

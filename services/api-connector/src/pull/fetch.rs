@@ -2,8 +2,10 @@
 //! connection errors are retried with [`Backoff`]; other answers are final.
 //!
 //! Redirects are followed only within the same origin, so a secret header
-//! never travels to another host behind the endpoint's back.
+//! never travels to another host behind the endpoint's back. Internal
+//! addresses are refused unless the endpoint allows them ([`super::guard`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -11,6 +13,7 @@ use medlake_common::{Shutdown, metrics};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::redirect;
 
+use super::guard::{GuardedResolver, is_refused, refused_literal};
 use crate::config::PullConfig;
 use medlake_common::backoff::Backoff;
 
@@ -23,6 +26,10 @@ pub enum FetchError {
     Transport { source: reqwest::Error },
     #[error("the response is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error(
+        "{host} is a loopback, private or link-local address, which pull endpoints may not reach (allow_private_network: true allows it)"
+    )]
+    Refused { host: String },
     #[error("shutting down")]
     Cancelled,
 }
@@ -33,7 +40,9 @@ impl FetchError {
         match self {
             FetchError::Status { status } => *status >= 500 || *status == 429,
             FetchError::Transport { .. } => true,
-            FetchError::TooLarge { .. } | FetchError::Cancelled => false,
+            FetchError::TooLarge { .. } | FetchError::Refused { .. } | FetchError::Cancelled => {
+                false
+            }
         }
     }
 
@@ -52,10 +61,14 @@ pub struct Fetcher {
     backoff: Backoff,
     max_attempts: u32,
     max_bytes: usize,
+    /// Whether internal addresses may be reached (see [`super::guard`]).
+    allow_private: bool,
 }
 
 impl Fetcher {
-    pub fn new(config: &PullConfig) -> Result<Self, reqwest::Error> {
+    /// A fetcher for endpoints that may reach internal addresses only when
+    /// `allow_private` (`allow_private_network` in the registry).
+    pub fn new(config: &PullConfig, allow_private: bool) -> Result<Self, reqwest::Error> {
         let same_origin = redirect::Policy::custom(|attempt| {
             let first = attempt.previous().first().map(url::Url::origin);
             if attempt.previous().len() > 5 {
@@ -66,7 +79,11 @@ impl Fetcher {
                 attempt.stop()
             }
         });
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(GuardedResolver));
+        }
+        let client = builder
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(10_000)))
             .redirect(same_origin)
@@ -77,6 +94,7 @@ impl Fetcher {
             backoff: Backoff::from_ms(config.retry_backoff_initial_ms, config.retry_backoff_max_ms),
             max_attempts: config.max_attempts.max(1),
             max_bytes: config.max_file_bytes,
+            allow_private,
         })
     }
 
@@ -124,6 +142,9 @@ impl Fetcher {
         url: &url::Url,
         auth: Option<&(HeaderName, HeaderValue)>,
     ) -> Result<Bytes, FetchError> {
+        if !self.allow_private {
+            refuse_internal(url).await?;
+        }
         let mut request = self.client.get(url.clone());
         if let Some((name, value)) = auth {
             request = request.header(name, value);
@@ -148,6 +169,28 @@ impl Fetcher {
         }
         Ok(buffer.freeze())
     }
+}
+
+/// Refuses `url` when its host is, or resolves only to, an internal
+/// address: a final answer, where the resolver's refusal at connect time
+/// would look like a network error and be retried.
+async fn refuse_internal(url: &url::Url) -> Result<(), FetchError> {
+    let refused = || FetchError::Refused {
+        host: url.host_str().unwrap_or_default().to_string(),
+    };
+    if refused_literal(url).is_some() {
+        return Err(refused());
+    }
+    if let Some(url::Host::Domain(name)) = url.host() {
+        // A name that does not resolve is the connection's error to report.
+        if let Ok(addrs) = tokio::net::lookup_host((name, 0)).await {
+            let addrs: Vec<_> = addrs.collect();
+            if !addrs.is_empty() && addrs.iter().all(|a| is_refused(a.ip())) {
+                return Err(refused());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -206,14 +249,48 @@ mod tests {
     }
 
     fn fetcher(max_attempts: u32, max_file_bytes: usize) -> Fetcher {
-        Fetcher::new(&PullConfig {
-            request_timeout_ms: 300,
-            max_attempts,
-            retry_backoff_initial_ms: 1,
-            retry_backoff_max_ms: 5,
-            max_file_bytes,
-        })
+        Fetcher::new(
+            &PullConfig {
+                request_timeout_ms: 300,
+                max_attempts,
+                retry_backoff_initial_ms: 1,
+                retry_backoff_max_ms: 5,
+                max_file_bytes,
+            },
+            true,
+        )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_at_once_unless_allowed() {
+        let (base, hits) = server(0).await;
+        let guarded = Fetcher::new(&PullConfig::default(), false).unwrap();
+        let shutdown = Shutdown::new();
+        for url in [
+            base.join("flaky").unwrap(),
+            url::Url::parse("http://169.254.169.254/latest/meta-data/").unwrap(),
+            url::Url::parse(&format!("http://localhost:{}/flaky", base.port().unwrap())).unwrap(),
+        ] {
+            let error = guarded
+                .get(&url, None, "t/ssrf", &shutdown)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, FetchError::Refused { .. }),
+                "{url}: {error}"
+            );
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "no request reached the server"
+        );
+        fetcher(1, 100)
+            .get(&base.join("flaky").unwrap(), None, "t/ok", &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "allowed: reached");
     }
 
     #[tokio::test]

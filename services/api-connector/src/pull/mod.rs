@@ -19,6 +19,7 @@
 
 pub mod cursor;
 mod fetch;
+pub mod guard;
 pub mod page;
 
 use std::sync::Arc;
@@ -326,7 +327,7 @@ mod tests {
         EndpointPuller::new(
             "F1",
             endpoint,
-            Fetcher::new(&PullConfig::default()).unwrap(),
+            Fetcher::new(&PullConfig::default(), true).unwrap(),
             Arc::new(ingestor),
             Arc::new(RecentFiles::new(10)),
         )
@@ -340,6 +341,7 @@ mod tests {
             poll_interval_ms: 1000,
             cursor_param: "since".into(),
             auth,
+            allow_private_network: true,
         }
     }
 

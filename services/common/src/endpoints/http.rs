@@ -52,6 +52,12 @@ pub struct HttpPullEndpoint {
     /// its value read from a secret.
     #[serde(default)]
     pub auth: Option<HttpAuth>,
+    /// Whether this endpoint's pages and downloads may be on loopback,
+    /// private, link-local or other internal addresses (an exporter inside
+    /// the company's own network). Off: such URLs are refused, so a page
+    /// cannot make the connector fetch internal services or cloud metadata.
+    #[serde(default)]
+    pub allow_private_network: bool,
 }
 
 /// An authentication header whose value is a secret.
