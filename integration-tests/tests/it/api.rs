@@ -842,3 +842,89 @@ async fn a_pull_endpoint_on_an_internal_address_is_never_asked_unless_allowed() 
         "a refused endpoint's page was requested"
     );
 }
+
+/// Reads from `stream` until the server closes it (EOF or reset) or
+/// `limit` passes, writing one byte of `drip` every 200 ms meanwhile (none
+/// when empty); returns how long the connection lived.
+async fn lifetime(
+    mut stream: tokio::net::TcpStream,
+    drip: &'static [u8],
+    limit: Duration,
+) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 256];
+    let mut next = 0;
+    while started.elapsed() < limit {
+        if next < drip.len() && stream.write_all(&drip[next..=next]).await.is_err() {
+            break;
+        }
+        next += 1;
+        // An answer (408) before the close, or nothing yet: keep reading.
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await
+        {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
+/// Slowloris (headers a byte at a time) and half-open connections (nothing
+/// sent) are closed within the header timeout; past the connection cap a
+/// connection is closed at once and counted; afterwards uploads are served.
+#[tokio::test]
+async fn slow_and_silent_connections_are_closed_and_the_cap_holds() {
+    let fx = PushFixture::new().await;
+    let timeout = Duration::from_millis(1_500);
+    let connector = fx
+        .start(&[
+            ("MEDLAKE_API_CONNECTOR__HEADER_READ_TIMEOUT_MS", "1500"),
+            ("MEDLAKE_API_CONNECTOR__MAX_CONNECTIONS", "30"),
+        ])
+        .await;
+    let address = connector.base.trim_start_matches("http://").to_string();
+    const SLOW: &[u8] = b"PUT /v1/files/slow.zip HTTP/1.1\r\nHost: medlake\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let drip: &'static [u8] = if i % 2 == 0 { SLOW } else { b"" };
+        tasks.push(tokio::spawn(lifetime(
+            stream,
+            drip,
+            Duration::from_secs(20),
+        )));
+    }
+    // Every slot is taken: one more connection is closed at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let extra = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let extra_life = lifetime(extra, b"", Duration::from_secs(20)).await;
+    assert!(
+        extra_life < timeout,
+        "over the cap, yet open {extra_life:?}"
+    );
+    for task in tasks {
+        let life = task.await.unwrap();
+        assert!(
+            life >= timeout - Duration::from_millis(300) && life < timeout * 3,
+            "a slow or silent connection lived {life:?} (header timeout {timeout:?})"
+        );
+    }
+    let metrics = connector.metrics().await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("medlake_api_connector_connections_refused_total ")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    // The slots are free again: an upload is served.
+    let response = reqwest::Client::new()
+        .put(format!("{}/v1/files/after.zip", connector.base))
+        .bearer_auth(&fx.key_a)
+        .body(format!("PK {}", short_id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

@@ -22,6 +22,23 @@ pub struct ApiConnectorConfig {
     /// `Retry-After`. Bounds memory to about this times `max_body_bytes`.
     #[serde(default = "default_max_concurrent_uploads")]
     pub max_concurrent_uploads: usize,
+    /// Time a client has to send a request's headers, on a new connection
+    /// and between the requests of a kept-alive one (which it also closes
+    /// when idle), in milliseconds.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Longest pause between two chunks of a request body, in milliseconds;
+    /// a stalled upload fails and frees its slot.
+    #[serde(default = "default_body_chunk_timeout_ms")]
+    pub body_chunk_timeout_ms: u64,
+    /// Bytes of request headers buffered per connection (8 KiB at least).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Connections open at once; one more is closed at once. With
+    /// `max_header_bytes` it bounds what unfinished headers can hold:
+    /// 1,024 × 64 KiB = 64 MiB by default.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// How many recently accepted files (facility + file id) are remembered
     /// so that a re-sent identical file is answered without publishing it
     /// again.
@@ -57,6 +74,22 @@ pub struct PullConfig {
     pub max_file_bytes: usize,
 }
 
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_body_chunk_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
@@ -88,6 +121,10 @@ impl Default for ApiConnectorConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             max_concurrent_uploads: default_max_concurrent_uploads(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            body_chunk_timeout_ms: default_body_chunk_timeout_ms(),
+            max_header_bytes: default_max_header_bytes(),
+            max_connections: default_max_connections(),
             recent_files: default_recent_files(),
             pull: PullConfig::default(),
             ingest: IngestConfig::default(),

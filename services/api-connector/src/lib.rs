@@ -30,8 +30,10 @@ pub mod error;
 pub mod pull;
 pub mod push;
 pub mod recent;
+pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use medlake_common::facilities::Registry;
 use medlake_common::ingest::Ingestor;
@@ -45,6 +47,9 @@ use crate::auth::KeyIndex;
 use crate::pull::{EndpointPuller, Fetcher};
 use crate::push::PushState;
 use crate::recent::RecentFiles;
+
+/// How long open requests may take to finish after a stop signal.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 
 /// Runs the push API and every pull endpoint until `shutdown`.
 ///
@@ -100,9 +105,13 @@ pub async fn run(
     }
     tracing::info!(%addr, facilities, endpoints, "Push API listening.");
     ctx.health.set_ready(true);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
+    let limits = serve::ServerLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        body_chunk_timeout: Duration::from_millis(config.body_chunk_timeout_ms),
+        max_header_bytes: config.max_header_bytes,
+        max_connections: config.max_connections,
+    };
+    let served = serve::serve(listener, app, limits, stop.clone(), SHUTDOWN_DRAIN).await;
     ctx.health.set_ready(false);
     stop.cancel();
     while tasks.join_next().await.is_some() {}

@@ -443,6 +443,14 @@ pub static API_HTTP_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Push API connections closed at once because `max_connections` were open.
+pub static API_CONNECTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "medlake_api_connector_connections_refused_total",
+        "Push API connections closed at once because max_connections were open.",
+    )
+});
+
 /// Pages fetched from HTTP pull endpoints, by endpoint id.
 pub static API_PULL_PAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

@@ -1,0 +1,111 @@
+//! The push API's HTTP server, with the limits a public endpoint needs:
+//!
+//! - **HTTP/1.1 only.** Uploads gain nothing from HTTP/2's multiplexing,
+//!   and protocol detection (reading a preface before any timer runs) would
+//!   let a connection that sends nothing stay open.
+//! - **Headers** must arrive within `header_read_timeout_ms`, on a new
+//!   connection and between the requests of a kept-alive one, so a client
+//!   that sends a byte a second (slowloris), or opens a connection and sends
+//!   nothing, is closed instead of holding a slot forever. The same timer
+//!   closes idle keep-alive connections.
+//! - **Headers are small**: at most `max_header_bytes` are buffered per
+//!   connection, so unfinished headers cannot fill memory.
+//! - **Bodies keep moving**: each chunk must arrive within
+//!   `body_chunk_timeout_ms`; a stalled upload fails and frees its slot.
+//! - **Connections are capped** at `max_connections`; one more is closed at
+//!   once (`medlake_api_connector_connections_refused_total`), so the worst case of
+//!   every connection buffering its headers is bounded:
+//!   `max_connections × max_header_bytes`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use medlake_common::{Shutdown, metrics};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// The server's limits (from [`crate::config::ApiConnectorConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub body_chunk_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+/// hyper's smallest read buffer for HTTP/1.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// Serves `app` on `listener` until `stop`, then lets open requests finish
+/// (up to `drain`).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stop: Shutdown,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let app = app.layer(RequestBodyTimeoutLayer::new(limits.body_chunk_timeout));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        // Reap finished connections as we go.
+        while connections.try_join_next().is_some() {}
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            // Out of file descriptors and the like: the listener is fine.
+            Err(error) => {
+                tracing::warn!(%error, "Accepting a connection failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::API_CONNECTIONS_REFUSED.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "Connections still open after the drain time; closing them."
+        );
+        connections.abort_all();
+    }
+    Ok(())
+}
