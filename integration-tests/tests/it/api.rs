@@ -928,3 +928,68 @@ async fn slow_and_silent_connections_are_closed_and_the_cap_holds() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
+
+/// A flood of connections that each send a large, never-finished header
+/// block: each is cut off at `max_header_bytes` and answered or closed, so
+/// the connector's peak memory grows by far less than the flood's volume.
+#[tokio::test]
+async fn a_header_flood_is_cut_off_at_the_header_limit() {
+    use tokio::io::AsyncWriteExt;
+    let fx = PushFixture::new().await;
+    let connector = fx.start(&[]).await;
+    let pid = connector.child.0.id();
+    let before_kb = crate::parser::vm_hwm_kb(pid);
+    let address = connector.base.trim_start_matches("http://").to_string();
+    // 300 connections × 400 KB of header lines = 120 MB offered.
+    let line = format!("X-Flood: {}\r\n", "a".repeat(1_000));
+    let block: Vec<u8> = std::iter::once("PUT /v1/files/f.zip HTTP/1.1\r\nHost: m\r\n".to_string())
+        .chain(std::iter::repeat_n(line, 400))
+        .collect::<String>()
+        .into_bytes();
+    let block = std::sync::Arc::new(block);
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let address = address.clone();
+        let block = block.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.ok()?;
+            // The server stops reading (and answers 431) at its limit.
+            let sent =
+                tokio::time::timeout(Duration::from_secs(10), stream.write_all(&block)).await;
+            Some((stream, sent.is_ok_and(|r| r.is_ok())))
+        }));
+    }
+    let mut held = Vec::new();
+    let mut fully_sent = 0;
+    for task in tasks {
+        if let Some((stream, sent)) = task.await.unwrap() {
+            fully_sent += usize::from(sent);
+            held.push(stream);
+        }
+    }
+    // Time for the server to read what the kernel buffered for it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_kb = crate::parser::vm_hwm_kb(pid);
+    drop(held);
+    let growth_mib = after_kb.saturating_sub(before_kb) / 1024;
+    eprintln!(
+        "api: header flood of 300 × {} KB: peak RSS {} -> {} MiB (+{growth_mib} MiB); {fully_sent} connections could send it all",
+        block.len() / 1024,
+        before_kb / 1024,
+        after_kb / 1024
+    );
+    // 300 × 64 KiB of header buffers is ~19 MiB; the flood offered 120 MB.
+    assert!(
+        growth_mib < 64,
+        "peak RSS grew by {growth_mib} MiB under the header flood"
+    );
+    // And the connector still serves.
+    let response = reqwest::Client::new()
+        .put(format!("{}/v1/files/after-flood.zip", connector.base))
+        .bearer_auth(&fx.key_a)
+        .body(format!("PK {}", short_id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}

@@ -756,7 +756,7 @@ async fn parser_rss_on_a_40_mb_zip() {
     assert!(hwm_kb > 0);
 }
 
-fn vm_hwm_kb(pid: u32) -> u64 {
+pub(crate) fn vm_hwm_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
         .expect("child status");
     status
