@@ -217,6 +217,25 @@ fn unreachable_plain<E>(name: &str) -> Result<(), WalkError<E>> {
     .into())
 }
 
+/// An entry name as the lake and the logs may show it: control characters
+/// (terminal escapes, line breaks that would forge log lines, NUL) become
+/// `\x1b`-style text. Other names are unchanged.
+pub(crate) fn printable(name: &str) -> String {
+    if !name.chars().any(char::is_control) {
+        return name.to_string();
+    }
+    name.chars()
+        .map(|c| {
+            // Unicode's control characters are all below U+00A0.
+            if c.is_control() {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `x.csv.gz` → `x.csv`; `x.tgz` → `x.tar`; anything else keeps its name.
 fn strip_gz(name: &str) -> String {
     let lower = name.to_ascii_lowercase();

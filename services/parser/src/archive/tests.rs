@@ -256,3 +256,24 @@ fn strip_gz_names() {
     assert_eq!(strip_gz("x.tgz"), "x.tar");
     assert_eq!(strip_gz("plain"), "plain");
 }
+
+#[test]
+fn control_characters_in_entry_names_are_shown_as_text() {
+    let zip = pack::zip(
+        &[
+            (
+                "labs\u{1b}[31m\nFAKE LOG LINE\u{0}.csv",
+                b"a;b\n".as_slice(),
+            ),
+            ("plain.csv", b"x".as_slice()),
+        ],
+        true,
+        Protection::None,
+    );
+    let names: Vec<String> = ok("f.zip", &zip, &[]).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["labs\\x1b[31m\\x0aFAKE LOG LINE\\x00.csv", "plain.csv"]
+    );
+    assert_eq!(printable("a\u{85}b"), "a\\x85b");
+}

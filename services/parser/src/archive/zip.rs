@@ -60,7 +60,8 @@ impl Walker<'_> {
         for i in 0..archive.len() {
             let (name, encrypted, packed, is_dir) = {
                 let raw = archive.by_index_raw(i).map_err(|e| zip_error(prefix, e))?;
-                let name = String::from_utf8_lossy(raw.name_raw()).replace('\\', "/");
+                let name =
+                    super::printable(&String::from_utf8_lossy(raw.name_raw()).replace('\\', "/"));
                 (name, raw.encrypted(), raw.compressed_size(), raw.is_dir())
             };
             if is_dir || is_noise(&name) {
