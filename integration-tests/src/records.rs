@@ -1,7 +1,14 @@
 //! Records and data sets of the sink tests: what the parser would publish
 //! to a records topic, with its lineage columns.
 
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
+
+use crate::kafka_config;
 
 /// An append data set.
 pub const EVENTS: &str = r#"
@@ -43,6 +50,37 @@ pub fn events(range: std::ops::Range<i64>) -> Vec<(String, Value)> {
             let mut v = json!({"event_id": i, "note": format!("n{i}")});
             lineage(&mut v, i);
             (format!("f-{}", i % 7), v)
+        })
+        .collect()
+}
+
+/// Produces `records` (key, JSON value) to `topic`, to `partition` or by key,
+/// and waits for every ack.
+pub async fn send(topic: &str, partition: Option<i32>, records: &[(String, Value)]) {
+    let producer = medlake_common::kafka::producer(&kafka_config()).unwrap();
+    let payloads: Vec<(String, String)> = records
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    let sends = payloads.iter().map(|(key, payload)| {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let record = match partition {
+            Some(partition) => record.partition(partition),
+            None => record,
+        };
+        producer.send(record, Duration::from_secs(30))
+    });
+    for result in futures::future::join_all(sends).await {
+        result.map_err(|(e, _)| e).expect("produce");
+    }
+}
+
+/// An int64 column of every batch, in order.
+pub fn int64s(rows: &[RecordBatch], column: &str) -> Vec<i64> {
+    rows.iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(column).expect("column");
+            c.as_primitive::<Int64Type>().values().to_vec()
         })
         .collect()
 }

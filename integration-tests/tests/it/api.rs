@@ -843,6 +843,18 @@ async fn a_pull_endpoint_on_an_internal_address_is_never_asked_unless_allowed() 
     );
 }
 
+/// Pushes a small file as `name` with `key` and asserts the 202.
+async fn assert_upload_served(connector: &Connector, key: &str, name: &str) {
+    let response = reqwest::Client::new()
+        .put(format!("{}/v1/files/{name}", connector.base))
+        .bearer_auth(key)
+        .body(format!("PK {}", short_id()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{name}");
+}
+
 /// Reads from `stream` until the server closes it (EOF or reset) or
 /// `limit` passes, writing one byte of `drip` every 200 ms meanwhile (none
 /// when empty); returns how long the connection lived.
@@ -919,14 +931,7 @@ async fn slow_and_silent_connections_are_closed_and_the_cap_holds() {
         "{metrics}"
     );
     // The slots are free again: an upload is served.
-    let response = reqwest::Client::new()
-        .put(format!("{}/v1/files/after.zip", connector.base))
-        .bearer_auth(&fx.key_a)
-        .body(format!("PK {}", short_id()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_upload_served(&connector, &fx.key_a, "after.zip").await;
 }
 
 /// A flood of connections that each send a large, never-finished header
@@ -984,12 +989,5 @@ async fn a_header_flood_is_cut_off_at_the_header_limit() {
         "peak RSS grew by {growth_mib} MiB under the header flood"
     );
     // And the connector still serves.
-    let response = reqwest::Client::new()
-        .put(format!("{}/v1/files/after-flood.zip", connector.base))
-        .bearer_auth(&fx.key_a)
-        .body(format!("PK {}", short_id()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_upload_served(&connector, &fx.key_a, "after-flood.zip").await;
 }

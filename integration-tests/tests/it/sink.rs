@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use arrow::array::Array;
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::datatypes::DataType;
 use medlake_common::config::TopicsConfig;
 use medlake_common::dead_letter::{ErrorCode, header};
 use medlake_common::ledger::{FileStatus, LedgerEntry};
 use medlake_common::{kafka, topics};
-use medlake_integration_tests::records::{ACCOUNTS, EVENTS, events, lineage};
+use medlake_integration_tests::records::{ACCOUNTS, EVENTS, events, int64s, lineage, send};
 use medlake_integration_tests::{
     ChildGuard, eventually, kafka_config, medlake, read_topic, topics_config, unique,
 };
@@ -113,33 +113,12 @@ impl World {
     }
 
     async fn produce(&self, topic: &str, records: &[(String, Value)]) {
-        self.send(topic, None, records).await;
+        send(topic, None, records).await;
     }
 
     /// Like [`World::produce`], every record to one partition.
     async fn produce_to(&self, topic: &str, partition: i32, records: &[(String, Value)]) {
-        self.send(topic, Some(partition), records).await;
-    }
-
-    /// Produces `records` (key, JSON value) to `topic`, to `partition` or
-    /// by key.
-    async fn send(&self, topic: &str, partition: Option<i32>, records: &[(String, Value)]) {
-        let producer = kafka::producer(&kafka_config()).unwrap();
-        let payloads: Vec<(String, String)> = records
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        let sends = payloads.iter().map(|(key, payload)| {
-            let record = FutureRecord::to(topic).key(key).payload(payload);
-            let record = match partition {
-                Some(partition) => record.partition(partition),
-                None => record,
-            };
-            producer.send(record, Duration::from_secs(30))
-        });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| e).expect("produce");
-        }
+        send(topic, Some(partition), records).await;
     }
 
     /// The `commitInfo` of every commit in `table`'s log, oldest first.
@@ -229,15 +208,6 @@ impl World {
 
 fn count(rows: &[RecordBatch]) -> usize {
     rows.iter().map(RecordBatch::num_rows).sum()
-}
-
-fn int64s(rows: &[RecordBatch], column: &str) -> Vec<i64> {
-    rows.iter()
-        .flat_map(|b| {
-            let c = b.column_by_name(column).expect("column");
-            c.as_primitive::<Int64Type>().values().to_vec()
-        })
-        .collect()
 }
 
 /// A text column as strings, whatever string layout the reader returned.

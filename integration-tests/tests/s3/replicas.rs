@@ -10,12 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use medlake_common::config::TopicsConfig;
 use medlake_common::{kafka, topics};
-use medlake_integration_tests::records::{ACCOUNTS, EVENTS, events, lineage};
+use medlake_integration_tests::records::{ACCOUNTS, EVENTS, events, int64s, lineage, send};
 use medlake_integration_tests::{
     ChildGuard, eventually, free_port, kafka_config, medlake, metric_sample, metrics_text,
     topics_config, unique, wait_ready,
@@ -23,7 +22,6 @@ use medlake_integration_tests::{
 use medlake_sink::delta::read;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 
 use crate::Lakes;
@@ -65,23 +63,6 @@ impl World {
         (ChildGuard::spawn(command), admin)
     }
 
-    async fn produce(&self, topic: &str, records: &[(String, Value)]) {
-        let producer = kafka::producer(&kafka_config()).unwrap();
-        let payloads: Vec<(String, String)> = records
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        let sends = payloads.iter().map(|(key, payload)| {
-            producer.send(
-                FutureRecord::to(topic).key(key).payload(payload),
-                Duration::from_secs(30),
-            )
-        });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| e).expect("produce");
-        }
-    }
-
     async fn rows(&self, table: &str) -> Vec<RecordBatch> {
         match read::open(&self.lake, table).await {
             Ok(_) => read::read_all(&self.lake, table).await.expect("read table"),
@@ -104,15 +85,6 @@ fn account_wave(wave: i64, last: bool) -> Vec<(String, Value)> {
                 "balance": account * 100 + wave, "_op": op});
             lineage(&mut v, wave * 10_000 + account);
             (format!("a{account}"), v)
-        })
-        .collect()
-}
-
-fn int64s(rows: &[RecordBatch], column: &str) -> Vec<i64> {
-    rows.iter()
-        .flat_map(|b| {
-            let c = b.column_by_name(column).expect("column");
-            c.as_primitive::<Int64Type>().values().to_vec()
         })
         .collect()
 }
@@ -199,10 +171,8 @@ pub async fn commit_once(lakes: &Lakes) {
     // One replica creates the tables; the second joins: the partitions split.
     let (mut first, first_admin) = world.sink();
     wait_ready(&mut first, &first_admin, "sink 1", TIMEOUT).await;
-    world.produce(&events_topic, &events(0..1_000)).await;
-    world
-        .produce(&accounts_topic, &account_wave(1, false))
-        .await;
+    send(&events_topic, None, &events(0..1_000)).await;
+    send(&accounts_topic, None, &account_wave(1, false)).await;
     eventually(TIMEOUT, "the first rows on S3", || async {
         (!world.rows("events").await.is_empty()).then_some(())
     })
@@ -213,23 +183,19 @@ pub async fn commit_once(lakes: &Lakes) {
     // Both replicas write at once.
     for wave in 2..=4 {
         let range = wave * 1_000 - 1_000..wave * 1_000;
-        world.produce(&events_topic, &events(range)).await;
-        world
-            .produce(&accounts_topic, &account_wave(wave, false))
-            .await;
+        send(&events_topic, None, &events(range)).await;
+        send(&accounts_topic, None, &account_wave(wave, false)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let first_conflicts = conflicts(&[&first_admin]).await;
 
     // One replica dies mid-stream; the other takes its partitions over.
-    world.produce(&events_topic, &events(4_000..5_000)).await;
-    world
-        .produce(&accounts_topic, &account_wave(5, false))
-        .await;
+    send(&events_topic, None, &events(4_000..5_000)).await;
+    send(&accounts_topic, None, &account_wave(5, false)).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     first.kill();
-    world.produce(&events_topic, &events(5_000..6_000)).await;
-    world.produce(&accounts_topic, &account_wave(6, true)).await;
+    send(&events_topic, None, &events(5_000..6_000)).await;
+    send(&accounts_topic, None, &account_wave(6, true)).await;
 
     let expected: BTreeMap<i64, (i64, i64)> = (0..ACCOUNTS_N)
         .filter(|a| a % 7 != 0)
