@@ -171,6 +171,14 @@ error_codes! {
     XmlTooDeep = "xml_too_deep" @ Parse,
     /// The entry holds no record.
     NoRecords = "no_records" @ Parse,
+    /// A record is longer than `parser.limits.max_record_bytes` (one CSV line,
+    /// one fixed-width line, one JSON document, one XML record element).
+    RecordTooLarge = "record_too_large" @ Parse,
+    /// A field's value is longer than `parser.limits.max_field_bytes`.
+    FieldTooLarge = "field_too_large" @ Parse,
+    /// The parser died this many times while the raw message was being
+    /// parsed (`parser.max_parse_attempts`); it is set aside, not re-read.
+    PoisonFile = "poison_file" @ Parse,
     /// The parser failed on the file (a bug); replay it once fixed.
     InternalError = "internal_error" @ Parse,
     /// A required field has no value.
