@@ -17,8 +17,8 @@ use medlake_common::raw_file::Source;
 use medlake_common::{dataset, kafka, topics};
 use medlake_datagen::pack::{self, Protection};
 use medlake_integration_tests::{
-    ChildGuard, assert_no_more, free_port, kafka_config, medlake, metric_sample, metrics_text,
-    read_topic, repo_root, topics_config, unique,
+    ChildGuard, assert_no_more, eventually, free_port, kafka_config, medlake, metric_sample,
+    metrics_text, read_topic, repo_root, topics_config, unique,
 };
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -129,6 +129,32 @@ fn adt_csv(tag: &str, rows: usize) -> Vec<u8> {
         ));
     }
     csv.into_bytes()
+}
+
+/// ADT rows of `bytes` bytes or a little more, with 128 hex digits of noise
+/// each (compressing about 2:1), and their count. `tag` keeps ids apart.
+fn noisy_adt_csv(tag: u64, bytes: usize) -> (Vec<u8>, u64) {
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ tag;
+    let mut csv = String::from(
+        "EncounterID,MRN,EventType,EventSeq,EventTime,Ward,Bed,AdmitSource,AttendingNPI,Notes\n",
+    );
+    let mut i = 0;
+    while csv.len() < bytes {
+        let mut noise = String::with_capacity(128);
+        for _ in 0..8 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            noise.push_str(&format!("{state:016x}"));
+        }
+        csv.push_str(&format!(
+            "ENC-{tag}-{i:07},MRN{},A08,{i},2024-03-01 08:00:00,W{},B1,ER,1234567890,{noise}\n",
+            &noise[..12],
+            i % 9,
+        ));
+        i += 1;
+    }
+    (csv.into_bytes(), i)
 }
 
 fn census_txt(rows: usize) -> Vec<u8> {
@@ -697,37 +723,139 @@ async fn a_dead_lettered_file_is_replayed_once_its_cause_is_fixed() {
     assert_eq!(statuses, [FileStatus::Rejected, FileStatus::Processed]);
 }
 
+/// The committed offset and metadata of `partition` of `topic` for `group`,
+/// read without joining the group.
+fn committed_note(group: &str, topic: &str, partition: i32) -> Option<(i64, String)> {
+    let consumer: StreamConsumer = kafka::consumer(&kafka_config(), group).unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .ok()?;
+    let element = committed.elements().into_iter().next()?;
+    match element.offset() {
+        Offset::Offset(offset) => Some((offset, element.metadata().to_string())),
+        _ => None,
+    }
+}
+
+/// A file the parser dies on (SIGKILL while it parses it stands in for the
+/// out-of-memory kill) is dead-lettered as `poison_file` after
+/// `max_parse_attempts` deaths; the files before and after it in its
+/// partition, parsed in the same transaction at first, land once each.
+#[tokio::test]
+async fn a_file_the_parser_keeps_dying_on_is_set_aside_as_poison() {
+    let world = World::new().await;
+    let small = |tag: &str| {
+        pack::zip(
+            &[(&format!("adt_{tag}.csv"), &adt_csv(tag, 4))],
+            true,
+            Protection::None,
+        )
+    };
+    // Seconds of parsing in a debug build: time to be killed in.
+    let (big, _) = noisy_adt_csv(7, 24 * 1024 * 1024);
+    let poison = pack::zip(&[("adt_poison.csv", &big)], true, Protection::None);
+    drop(big);
+    let before_id = world.publish("F1", "before.zip", small("BEFORE")).await;
+    let poison_id = world.publish("F1", "poison.zip", poison).await;
+    let after_id = world.publish("F1", "after.zip", small("AFTER")).await;
+
+    let raw = read_topic(&world.topics.raw_files(), 3, TIMEOUT).await;
+    let at = |id: &str| {
+        let m = raw
+            .iter()
+            .find(|m| header(m, "medlake.file_id") == Some(id))
+            .expect("raw message");
+        (m.partition(), m.offset())
+    };
+    let (partition, poison_offset) = at(&poison_id);
+    let topic = world.topics.raw_files();
+
+    // Three deaths: the first in the transaction of all three files, the
+    // next two with the poison file alone (the note counts them).
+    for death in 1..=3u32 {
+        let mut parser = ChildGuard::spawn(world.parser());
+        let prefix = format!("medlake.parse-attempts:{death}@");
+        eventually(TIMEOUT, "an attempt on the poison file noted", || async {
+            let (offset, metadata) = committed_note(&world.group, &topic, partition)?;
+            let through: i64 = metadata.strip_prefix(&prefix)?.parse().ok()?;
+            let covers = offset <= poison_offset && through >= poison_offset;
+            (covers && (death == 1 || offset == poison_offset)).then_some(())
+        })
+        .await;
+        parser.kill();
+    }
+    let settled = read_topic(&world.topics.files(), 3, Duration::from_secs(2)).await;
+    assert!(
+        settled
+            .iter()
+            .all(|m| header(m, "medlake.file_id") != Some(poison_id.as_str())),
+        "the poison file committed before a kill: the test needs a slower file"
+    );
+
+    let _parser = ChildGuard::spawn(world.parser());
+    let entries = ledger(&world.topics, 3).await;
+    let status: BTreeMap<_, _> = entries
+        .iter()
+        .map(|e| (e.file_id.clone(), e.status))
+        .collect();
+    assert_eq!(entries.len(), 3, "one ledger entry per file: {entries:?}");
+    assert_eq!(status[&before_id], FileStatus::Processed);
+    assert_eq!(status[&after_id], FileStatus::Processed);
+    assert_eq!(status[&poison_id], FileStatus::Rejected);
+    let poisoned = entries.iter().find(|e| e.file_id == poison_id).unwrap();
+    assert_eq!(
+        poisoned
+            .rejects
+            .keys()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        ["poison_file"]
+    );
+
+    let dead = read_topic(&world.topics.dlq(), 1, TIMEOUT).await;
+    assert_eq!(dead.len(), 1);
+    let letter = &dead[0];
+    assert_eq!(header(letter, "medlake.file_id"), Some(poison_id.as_str()));
+    assert_eq!(header(letter, "medlake.error.code"), Some("poison_file"));
+    assert_eq!(
+        header(letter, "medlake.origin.offset"),
+        Some(poison_offset.to_string().as_str())
+    );
+    let message = header(letter, "medlake.error.message").unwrap();
+    assert!(message.contains("died 3 times"), "{message}");
+    let inline = letter.payload().is_some_and(|p| !p.is_empty());
+    assert!(inline || header(letter, "medlake.payload_ref").is_some());
+    assert_no_more(&world.topics.dlq(), 1, QUIET).await;
+
+    let expected: BTreeSet<_> = [(&before_id, "adt_BEFORE.csv"), (&after_id, "adt_AFTER.csv")]
+        .into_iter()
+        .flat_map(|(id, entry)| (1..=4).map(move |i| (id.clone(), entry.to_string(), i)))
+        .collect();
+    assert_exactly_once(&world.topics.records("adt_events"), &expected).await;
+
+    // The partition moved on: the note is gone with the poison file.
+    let (offset, metadata) = committed_note(&world.group, &topic, partition).unwrap();
+    assert!(offset > poison_offset);
+    assert!(
+        !metadata.starts_with("medlake.parse-attempts:"),
+        "{metadata}"
+    );
+}
+
 /// Peak RSS of one parser process on a ~40 MB zip (reported, not asserted).
 #[tokio::test]
 async fn parser_rss_on_a_40_mb_zip() {
     let world = World::new().await;
     // Hex noise compresses about 2:1 (the rest of a row far better), so 4
     // entries of 27 MB of rows with 128 hex digits each make a ~40 MB zip.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut entries = Vec::new();
     let mut rows_total = 0u64;
     for e in 0..4 {
-        let mut csv = String::from(
-            "EncounterID,MRN,EventType,EventSeq,EventTime,Ward,Bed,AdmitSource,AttendingNPI,Notes\n",
-        );
-        let mut i = 0;
-        while csv.len() < 27 * 1024 * 1024 {
-            let mut noise = String::with_capacity(128);
-            for _ in 0..8 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                noise.push_str(&format!("{state:016x}"));
-            }
-            csv.push_str(&format!(
-                "ENC-{e}-{i:07},MRN{},A08,{i},2024-03-01 08:00:00,W{},B1,ER,1234567890,{noise}\n",
-                &noise[..12],
-                i % 9,
-            ));
-            i += 1;
-        }
-        rows_total += i;
-        entries.push((format!("adt_big_{e}.csv"), csv.into_bytes()));
+        let (csv, rows) = noisy_adt_csv(e, 27 * 1024 * 1024);
+        rows_total += rows;
+        entries.push((format!("adt_big_{e}.csv"), csv));
     }
     let refs: Vec<(&str, &[u8])> = entries
         .iter()

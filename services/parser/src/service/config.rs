@@ -65,6 +65,14 @@ pub struct ParserConfig {
     /// passes it is the last one of its transaction.
     #[serde(default = "default_max_transaction_bytes")]
     pub max_transaction_bytes: u64,
+    /// A raw message the parser process died on this many times (out of
+    /// memory, an abort) is dead-lettered whole as `poison_file` instead of
+    /// being parsed again. At least 2: the first death may have come from
+    /// any file of its transaction, so the files of that transaction are
+    /// then parsed one per transaction and only a file that kills the
+    /// parser alone counts further. See `service::attempts`.
+    #[serde(default = "default_max_parse_attempts")]
+    pub max_parse_attempts: u32,
     /// Key of `pii: hash` fields for data sets without their own `pii_key`
     /// (keyed HMAC-SHA256). Names a secret, never holds it.
     #[serde(default)]
@@ -104,6 +112,9 @@ fn default_max_files_per_transaction() -> usize {
 fn default_max_transaction_bytes() -> u64 {
     64 * 1024 * 1024
 }
+fn default_max_parse_attempts() -> u32 {
+    3
+}
 fn default_producer_queue_max_bytes() -> u64 {
     128 * 1024 * 1024
 }
@@ -123,6 +134,7 @@ impl Default for ParserConfig {
             producer_queue_max_bytes: default_producer_queue_max_bytes(),
             max_files_per_transaction: default_max_files_per_transaction(),
             max_transaction_bytes: default_max_transaction_bytes(),
+            max_parse_attempts: default_max_parse_attempts(),
             pii_key: None,
             limits: Limits::default(),
         }

@@ -49,6 +49,13 @@ pub enum ParserError {
     },
     #[error("a parser task failed: {reason}")]
     Task { reason: String },
+    #[error("keeping the parse attempts of {topic}[{partition}] failed at `{step}`: {source}")]
+    Attempts {
+        step: &'static str,
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
 }
 
 impl Classify for ParserError {
@@ -64,7 +71,9 @@ impl Classify for ParserError {
                 ErrorKind::BadInput => ErrorKind::Fatal,
                 kind => kind,
             },
-            ParserError::RawZone { .. } => ErrorKind::Retryable,
+            // A fetch or commit of the group's offsets fails while the
+            // coordinator moves or a rebalance runs: both pass.
+            ParserError::RawZone { .. } | ParserError::Attempts { .. } => ErrorKind::Retryable,
             ParserError::Datasets { .. }
             | ParserError::Facilities { .. }
             | ParserError::Config { .. }

@@ -47,6 +47,13 @@
 //! another replica can a redelivery arriving within the ledger tail's lag (well
 //! under a second) be parsed twice.
 //!
+//! # Poison files
+//!
+//! A raw message the process keeps dying on (out of memory, an abort) is
+//! dead-lettered as `poison_file` after `parser.max_parse_attempts` deaths
+//! instead of being read again after every restart; the count lives in the
+//! metadata of the group's committed offsets. See [`attempts`].
+//!
 //! # Big files
 //!
 //! Payloads arrive inline or as a raw-zone reference (`medlake.payload_ref`,
@@ -54,6 +61,7 @@
 //! `dead_letter_inline_max_bytes` is dead-lettered with an empty value and a
 //! `medlake.payload_ref` to its raw-zone copy (written if missing).
 
+pub mod attempts;
 mod config;
 mod emit;
 mod error;
@@ -89,6 +97,15 @@ pub async fn run(
         Registry::load(&ctx.facilities_file).map_err(|source| ParserError::Facilities {
             source: Box::new(source),
         })?;
+    if config.max_parse_attempts < 2 {
+        return Err(ParserError::Config {
+            reason: format!(
+                "parser.max_parse_attempts is {}; it must be at least 2 (the first death may \
+                 have come from any file of its transaction)",
+                config.max_parse_attempts
+            ),
+        });
+    }
     let env = Arc::new(emit::parse_env(datasets, registry, &config)?);
     let raw = RawZone::open(&ctx.lake_uri).map_err(|source| ParserError::Lake {
         source: Box::new(source),

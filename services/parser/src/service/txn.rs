@@ -24,6 +24,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
+use super::attempts::{Note, Partition};
 use super::emit::{self, Failure};
 use super::error::ParserError;
 use super::input::{self, Plan};
@@ -38,6 +39,8 @@ const DELIVERY_POLL: Duration = Duration::from_millis(1);
 pub struct Planned {
     pub message: OwnedMessage,
     pub plan: Plan,
+    /// The file is rejected whole without being parsed (a poison file).
+    pub set_aside: Option<Failure>,
 }
 
 /// What one file of a committed transaction amounted to.
@@ -71,6 +74,9 @@ pub struct Txn {
     pub raw: RawZone,
     pub runtime: Handle,
     pub env: Arc<ParseEnv>,
+    /// Metadata committed with each partition's offset (the parse attempts
+    /// of the suspects still ahead, see [`super::attempts`]).
+    pub notes: BTreeMap<Partition, Note>,
 }
 
 impl Txn {
@@ -98,7 +104,11 @@ impl Txn {
         group: &ConsumerGroupMetadata,
     ) -> Result<Committed, ParserError> {
         let at = input::origin(&batch[0].message);
-        let mut rejected_up_front = HashMap::new();
+        let mut rejected_up_front: HashMap<usize, Failure> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(index, planned)| Some((index, planned.set_aside.clone()?)))
+            .collect();
         loop {
             match self.attempt(batch, group, &rejected_up_front) {
                 Ok(Ok(committed)) => return Ok(committed),
@@ -144,7 +154,7 @@ impl Txn {
         }
 
         let commit_started = Instant::now();
-        let offsets = next_offsets(batch).map_err(self.error("offsets", &at))?;
+        let offsets = next_offsets(batch, &self.notes).map_err(self.error("offsets", &at))?;
         self.producer
             .send_offsets_to_transaction(&offsets, group, self.timeout)
             .map_err(self.error("send_offsets", &at))?;
@@ -307,8 +317,11 @@ impl Txn {
 }
 
 /// The consumer offsets the transaction commits: past the last message of
-/// each partition in the batch.
-fn next_offsets(batch: &[Planned]) -> Result<TopicPartitionList, KafkaError> {
+/// each partition in the batch, with the partition's note if it has one.
+fn next_offsets(
+    batch: &[Planned],
+    notes: &BTreeMap<Partition, Note>,
+) -> Result<TopicPartitionList, KafkaError> {
     let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for planned in batch {
         let m = &planned.message;
@@ -317,7 +330,11 @@ fn next_offsets(batch: &[Planned]) -> Result<TopicPartitionList, KafkaError> {
     }
     let mut offsets = TopicPartitionList::new();
     for ((topic, partition), offset) in last {
-        offsets.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+        let mut element = offsets.add_partition(topic, partition);
+        element.set_offset(Offset::Offset(offset + 1))?;
+        if let Some(note) = notes.get(&(topic.to_string(), partition)) {
+            element.set_metadata(note.to_string());
+        }
     }
     Ok(offsets)
 }
@@ -325,19 +342,10 @@ fn next_offsets(batch: &[Planned]) -> Result<TopicPartitionList, KafkaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::Timestamp;
 
     fn planned(partition: i32, offset: i64) -> Planned {
         Planned {
-            message: OwnedMessage::new(
-                None,
-                None,
-                "raw".into(),
-                Timestamp::NotAvailable,
-                partition,
-                offset,
-                None,
-            ),
+            message: super::super::attempts::bare_message(partition, offset),
             plan: Plan::Duplicate {
                 headers: medlake_common::raw_file::RawHeaders {
                     file_id: String::new(),
@@ -349,18 +357,30 @@ mod tests {
                 },
                 bytes: 0,
             },
+            set_aside: None,
         }
     }
 
     #[test]
     fn a_batch_commits_past_its_last_message_of_each_partition() {
         let batch = [planned(0, 5), planned(1, 2), planned(0, 7), planned(0, 6)];
-        let offsets = next_offsets(&batch).unwrap();
+        let note = Note {
+            count: 1,
+            through: 4,
+        };
+        let notes = BTreeMap::from([(("raw".to_string(), 1), note)]);
+        let offsets = next_offsets(&batch, &notes).unwrap();
         let got: Vec<_> = offsets
             .elements()
             .iter()
-            .map(|e| (e.partition(), e.offset()))
+            .map(|e| (e.partition(), e.offset(), e.metadata().to_string()))
             .collect();
-        assert_eq!(got, [(0, Offset::Offset(8)), (1, Offset::Offset(3))]);
+        assert_eq!(
+            got,
+            [
+                (0, Offset::Offset(8), String::new()),
+                (1, Offset::Offset(3), note.to_string())
+            ]
+        );
     }
 }

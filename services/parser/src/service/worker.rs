@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use medlake_common::backoff::Backoff;
 use medlake_common::config::TopicsConfig;
+use medlake_common::dead_letter::ErrorCode;
 use medlake_common::events::{ConsumeFailed, Event, WorkFailed};
 use medlake_common::ingest::RawZone;
 use medlake_common::raw_file::header::FILE_ID;
@@ -27,7 +28,9 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset};
 use tokio::runtime::Handle;
 
+use super::attempts::{self, Note, Partition};
 use super::config::ParserConfig;
+use super::emit::Failure;
 use super::error::ParserError;
 use super::input;
 use super::known::KnownFiles;
@@ -97,8 +100,15 @@ impl Worker {
             while let Some(batch) = batches.next() {
                 let origin = input::origin(&batch[0].0);
                 // Not raced with shutdown: the transaction is finished or aborted.
-                match self.handle(batch.clone()).await {
-                    Ok(()) => backoff.reset(),
+                match self.guarded(batch.clone()).await {
+                    Ok(None) => backoff.reset(),
+                    Ok(Some(put_back)) => {
+                        // A suspect went alone: the others come again.
+                        backoff.reset();
+                        let rest: Vec<_> = batches.by_ref().flatten().collect();
+                        self.rewind(put_back.iter().chain(&rest));
+                        break;
+                    }
                     Err(error) => {
                         let fatal = error.kind() == ErrorKind::Fatal;
                         let wait = (!fatal).then(|| backoff.next_base());
@@ -183,13 +193,93 @@ impl Worker {
         }
     }
 
+    /// One batch through the poison-file guard (see [`attempts`]) and its
+    /// transaction. Returns the messages put back when a suspect went alone.
+    async fn guarded(&self, mut batch: Batch) -> Result<Option<Batch>, ParserError> {
+        let timeout = Duration::from_millis(self.config.transaction_call_timeout_ms);
+        let messages: Vec<&OwnedMessage> = batch.iter().map(|(m, _)| m).collect();
+        let at = input::origin(messages[0]);
+        let failed = |step| {
+            let at = at.clone();
+            move |source| ParserError::Attempts {
+                step,
+                topic: at.topic.clone(),
+                partition: at.partition,
+                source,
+            }
+        };
+        let committed =
+            tokio::task::block_in_place(|| attempts::fetch(&self.consumer, &messages, timeout))
+                .map_err(failed("fetch"))?;
+        let decision = attempts::decide(&messages, &committed, self.config.max_parse_attempts);
+        let put_back = decision.alone.map(|index| {
+            let suspect = batch.remove(index);
+            std::mem::replace(&mut batch, vec![suspect])
+        });
+        let set_aside = decision.poison.map(|deaths| {
+            let message = &batch[0].0;
+            tracing::warn!(
+                partition = message.partition(),
+                offset = message.offset(),
+                deaths,
+                "The parser died on this raw message too often: set aside as poison_file."
+            );
+            Failure {
+                code: ErrorCode::PoisonFile,
+                message: format!(
+                    "the parser died {deaths} times while this file was being parsed \
+                     (parser.max_parse_attempts = {}); set aside unparsed",
+                    self.config.max_parse_attempts
+                ),
+            }
+        });
+        if decision.alone.is_some() && set_aside.is_none() {
+            let message = &batch[0].0;
+            tracing::info!(
+                partition = message.partition(),
+                offset = message.offset(),
+                "The parser died during a transaction that held this raw message: parsing it alone."
+            );
+        }
+        let notes = decision
+            .before
+            .iter()
+            .map(|(partition, (offset, note))| (partition, *offset, note.to_string()));
+        tokio::task::block_in_place(|| attempts::commit(&self.consumer, notes))
+            .map_err(failed("commit"))?;
+
+        let result = self.handle(batch, set_aside, decision.after).await;
+        if result.is_err() && !decision.before.is_empty() {
+            // The process lives: this was not a death. Put the notes back.
+            let previous = decision
+                .previous
+                .iter()
+                .map(|(partition, (offset, metadata))| (partition, *offset, metadata.clone()));
+            if let Err(error) =
+                tokio::task::block_in_place(|| attempts::commit(&self.consumer, previous))
+            {
+                tracing::warn!(%error, "Putting back the parse attempts failed; one death too many is counted.");
+            }
+        }
+        result.map(|()| put_back.filter(|rest| !rest.is_empty()))
+    }
+
     /// One batch, one transaction.
-    async fn handle(&self, batch: Batch) -> Result<(), ParserError> {
+    async fn handle(
+        &self,
+        batch: Batch,
+        set_aside: Option<Failure>,
+        notes: BTreeMap<Partition, Note>,
+    ) -> Result<(), ParserError> {
         let started = Instant::now();
         let mut planned = Vec::with_capacity(batch.len());
         for (message, inline) in batch {
             let plan = input::plan(&message, inline, &self.known, &self.raw).await?;
-            planned.push(Planned { message, plan });
+            planned.push(Planned {
+                message,
+                plan,
+                set_aside: set_aside.clone(),
+            });
         }
         let group = self
             .consumer
@@ -206,6 +296,7 @@ impl Worker {
             raw: self.raw.clone(),
             runtime: Handle::current(),
             env: self.env.clone(),
+            notes,
         };
         let Committed { files, commit } =
             tokio::task::spawn_blocking(move || txn.run(&planned, &group))
