@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod budget;
 pub mod config;
 pub mod context;
 pub mod dead_letter;

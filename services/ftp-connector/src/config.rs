@@ -24,6 +24,15 @@ pub struct FtpConnectorConfig {
     /// This replica's number, `0..shard_count` (a StatefulSet ordinal).
     #[serde(default)]
     pub shard_index: u32,
+    /// Bytes all downloads of this process hold in memory at once, whatever
+    /// the number of endpoints and landing sessions (see
+    /// [`medlake_common::budget`]). A download waits for its file's size to
+    /// be free; a file larger than the whole budget runs alone. The memory
+    /// figure of the pod limit: up to twice the budget (a file sent inline
+    /// is also copied into the Kafka producer until the broker acks it) and
+    /// ~100 MiB for the process.
+    #[serde(default = "default_download_budget_bytes")]
+    pub download_budget_bytes: u64,
 }
 
 fn default_retry_backoff_initial_ms() -> u64 {
@@ -35,6 +44,9 @@ fn default_retry_backoff_max_ms() -> u64 {
 fn default_shard_count() -> u32 {
     1
 }
+fn default_download_budget_bytes() -> u64 {
+    384 * 1024 * 1024
+}
 
 impl Default for FtpConnectorConfig {
     fn default() -> Self {
@@ -44,6 +56,7 @@ impl Default for FtpConnectorConfig {
             retry_backoff_max_ms: default_retry_backoff_max_ms(),
             shard_count: default_shard_count(),
             shard_index: 0,
+            download_budget_bytes: default_download_budget_bytes(),
         }
     }
 }
@@ -59,6 +72,12 @@ impl FtpConnectorConfig {
         }
         if self.retry_backoff_initial_ms == 0 {
             return Err("retry_backoff_initial_ms must be positive".to_string());
+        }
+        if self.download_budget_bytes < 1024 * 1024 {
+            return Err(format!(
+                "download_budget_bytes {} is below 1 MiB",
+                self.download_budget_bytes
+            ));
         }
         Ok(())
     }

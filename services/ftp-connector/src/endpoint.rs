@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use medlake_common::backoff::Backoff;
+use medlake_common::budget::ByteBudget;
 use medlake_common::endpoints::ftp::{After, FtpEndpoint};
 use medlake_common::events::{Event, PollFailed};
 use medlake_common::ingest::{Ingestor, RawFile};
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 
 use crate::error::PollError;
-use crate::session::Session;
+use crate::session::{DOWNLOAD_SLACK_BYTES, Session};
 use crate::stability::{RemoteFile, StabilityTracker};
-use medlake_common::backoff::Backoff;
 
 /// One folder and the facility whose files it holds, with what the last
 /// listing showed.
@@ -26,6 +27,8 @@ pub struct Folder {
     facility_id: String,
     endpoint: FtpEndpoint,
     ingestor: Arc<Ingestor>,
+    /// The process's download memory, shared by every folder.
+    budget: ByteBudget,
     tracker: StabilityTracker,
 }
 
@@ -47,7 +50,12 @@ pub struct PollOutcome {
 }
 
 impl Folder {
-    pub fn new(facility_id: String, endpoint: FtpEndpoint, ingestor: Arc<Ingestor>) -> Self {
+    pub fn new(
+        facility_id: String,
+        endpoint: FtpEndpoint,
+        ingestor: Arc<Ingestor>,
+        budget: ByteBudget,
+    ) -> Self {
         // The glob was checked when the registry was validated.
         let matcher = globset::Glob::new(&endpoint.glob)
             .map(|g| g.compile_matcher())
@@ -57,6 +65,7 @@ impl Folder {
             facility_id,
             endpoint,
             ingestor,
+            budget,
             tracker,
         }
     }
@@ -231,10 +240,16 @@ impl Folder {
             bytes = file.size,
             "Downloading."
         );
+        // The listed size is held until the file is published; a file that
+        // grows while it is read holds more only if the budget has room.
+        let mut held = tokio::select! {
+            () = shutdown.cancelled() => return Ok(Taken::Skipped),
+            held = self.budget.hold(file.size + DOWNLOAD_SLACK_BYTES) => held,
+        };
         let bytes = tokio::select! {
             // Abandoning a download is safe: nothing was acknowledged yet.
             () = shutdown.cancelled() => return Ok(Taken::Skipped),
-            bytes = session.download(&file.name, file.size, endpoint.max_file_bytes) => bytes,
+            bytes = session.download(&file.name, file.size, endpoint.max_file_bytes, &mut held) => bytes,
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
@@ -243,6 +258,12 @@ impl Folder {
                 // next listing, which sees its real size.
                 self.tracker
                     .changed(&file.name, endpoint.max_file_bytes + 1);
+                return Ok(Taken::SessionSpent);
+            }
+            Err(PollError::Grew { read_bytes, .. }) => {
+                // Still being written, and no room to read on: the next
+                // listing sees its new size and waits for it to settle.
+                self.tracker.changed(&file.name, read_bytes);
                 return Ok(Taken::SessionSpent);
             }
             Err(error) => return Err(error),

@@ -65,6 +65,11 @@ pub enum PollError {
         file_name: String,
         max_file_bytes: u64,
     },
+    #[error(
+        "{file_name:?} grew past its listed size while it was read ({read_bytes} bytes) \
+         and the download budget has no room for more now"
+    )]
+    Grew { file_name: String, read_bytes: u64 },
     #[error("ingesting {file_name:?} failed: {source}")]
     Ingest {
         file_name: String,
@@ -96,7 +101,9 @@ impl PollError {
             PollError::Command { operation, .. } | PollError::Timeout { operation, .. } => {
                 operation
             }
-            PollError::Download { .. } | PollError::TooLarge { .. } => "download",
+            PollError::Download { .. } | PollError::TooLarge { .. } | PollError::Grew { .. } => {
+                "download"
+            }
             PollError::Ingest { .. } => "ingest",
             PollError::Finish { .. } => "finish",
         }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use medlake_common::backoff::Backoff;
+use medlake_common::budget::ByteBudget;
 use medlake_common::endpoints::ftp::{FtpEndpoint, LandingServer};
 use medlake_common::facilities::Registry;
 use medlake_common::ingest::Ingestor;
@@ -75,6 +76,7 @@ impl Landing {
         registry: &Registry,
         config: &FtpConnectorConfig,
         ingestor: &Arc<Ingestor>,
+        budget: &ByteBudget,
         backoff: Backoff,
     ) -> Self {
         let mut owned: Vec<_> = registry
@@ -87,7 +89,7 @@ impl Landing {
             .into_iter()
             .map(|id| {
                 let endpoint = server.folder_of(&id);
-                Folder::new(id, endpoint, ingestor.clone())
+                Folder::new(id, endpoint, ingestor.clone(), budget.clone())
             })
             .collect();
         let login = FtpEndpoint {

@@ -34,6 +34,7 @@ mod stability;
 
 use std::sync::Arc;
 
+use medlake_common::budget::ByteBudget;
 use medlake_common::endpoints::ftp::FtpEndpoint;
 use medlake_common::facilities::Registry;
 use medlake_common::ingest::Ingestor;
@@ -56,6 +57,7 @@ pub async fn run(
     let registry = Registry::load(&ctx.facilities_file)?;
     let endpoints = endpoints(&registry, &config);
     let ingestor = Arc::new(Ingestor::new(&ctx, &config.ingest)?);
+    let budget = ByteBudget::new(config.download_budget_bytes);
 
     // A fatal error in one task stops the others, not the admin server.
     let stop = shutdown.child_token();
@@ -66,7 +68,7 @@ pub async fn run(
             config.retry_backoff_initial_ms,
             config.retry_backoff_max_ms,
         );
-        let folder = endpoint::Folder::new(facility_id, endpoint, ingestor.clone());
+        let folder = endpoint::Folder::new(facility_id, endpoint, ingestor.clone(), budget.clone());
         let worker = endpoint::Worker::new(folder, backoff);
         let stop = stop.clone();
         tasks.spawn(async move { (id, worker.run(stop).await) });
@@ -76,7 +78,14 @@ pub async fn run(
             config.retry_backoff_initial_ms,
             config.retry_backoff_max_ms,
         );
-        let landing = landing::Landing::new(server.clone(), &registry, &config, &ingestor, backoff);
+        let landing = landing::Landing::new(
+            server.clone(),
+            &registry,
+            &config,
+            &ingestor,
+            &budget,
+            backoff,
+        );
         let id = landing.id().to_string();
         let stop = stop.clone();
         tasks.spawn(async move { (id, landing.run(stop).await) });

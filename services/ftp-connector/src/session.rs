@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use medlake_common::budget;
 use medlake_common::endpoints::ftp::FtpEndpoint;
 use medlake_common::metrics;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
@@ -223,13 +224,15 @@ impl Session {
     }
 
     /// Downloads `name` into memory, failing once more than `max_bytes`
-    /// arrived. Each read has the endpoint's timeout, so a slow but steady
-    /// transfer of a large file is fine.
+    /// arrived, or more than `held` and the budget has no room for the rest.
+    /// Each read has the endpoint's timeout, so a slow but steady transfer of
+    /// a large file is fine.
     pub async fn download(
         &mut self,
         name: &str,
         expected_bytes: u64,
         max_bytes: u64,
+        held: &mut budget::Held,
     ) -> Result<Bytes, PollError> {
         let download_error = |source| PollError::Download {
             file_name: name.to_string(),
@@ -240,7 +243,10 @@ impl Session {
             self.ftp.retr_as_stream(name).await.map_err(download_error)
         })
         .await?;
-        let capacity = usize::try_from(expected_bytes.min(max_bytes)).unwrap_or(0);
+        // Room past the listed size, so that the read which finds the end
+        // of the file does not double the buffer first.
+        let capacity =
+            usize::try_from(expected_bytes.min(max_bytes) + DOWNLOAD_SLACK_BYTES).unwrap_or(0);
         let mut buf = BytesMut::with_capacity(capacity);
         loop {
             let read = timed(timeout, "download", async {
@@ -258,6 +264,12 @@ impl Session {
                 return Err(PollError::TooLarge {
                     file_name: name.to_string(),
                     max_file_bytes: max_bytes,
+                });
+            }
+            if !held.grow_to(buf.capacity() as u64) {
+                return Err(PollError::Grew {
+                    file_name: name.to_string(),
+                    read_bytes: buf.len() as u64,
                 });
             }
         }
@@ -332,6 +344,10 @@ impl Session {
         let _ = tokio::time::timeout(self.timeout, self.ftp.quit()).await;
     }
 }
+
+/// Bytes a download buffer has beyond the file's listed size (and holds of
+/// the download budget).
+pub const DOWNLOAD_SLACK_BYTES: u64 = 64 * 1024;
 
 /// `dir/name`, without doubling a trailing `/`.
 pub fn join(dir: &str, name: &str) -> String {
