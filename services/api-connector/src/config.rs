@@ -72,6 +72,14 @@ pub struct PullConfig {
     /// Largest page or file downloaded, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_file_bytes: usize,
+    /// Bytes the bodies of all pull endpoints hold in memory at once, from
+    /// the download until the file is published (see
+    /// [`medlake_common::budget`]). A body holds its Content-Length, or
+    /// `max_file_bytes` when the server does not announce one; a download
+    /// waits for its share, so one slow endpoint cannot multiply memory by
+    /// the number of endpoints.
+    #[serde(default = "default_download_budget_bytes")]
+    pub download_budget_bytes: u64,
 }
 
 fn default_header_read_timeout_ms() -> u64 {
@@ -114,6 +122,9 @@ fn default_retry_backoff_initial_ms() -> u64 {
 fn default_retry_backoff_max_ms() -> u64 {
     30_000
 }
+fn default_download_budget_bytes() -> u64 {
+    128 * 1024 * 1024
+}
 
 impl Default for ApiConnectorConfig {
     fn default() -> Self {
@@ -140,6 +151,7 @@ impl Default for PullConfig {
             retry_backoff_initial_ms: default_retry_backoff_initial_ms(),
             retry_backoff_max_ms: default_retry_backoff_max_ms(),
             max_file_bytes: default_max_body_bytes(),
+            download_budget_bytes: default_download_budget_bytes(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod serve;
 use std::sync::Arc;
 use std::time::Duration;
 
+use medlake_common::budget::ByteBudget;
 use medlake_common::facilities::Registry;
 use medlake_common::ingest::Ingestor;
 use medlake_common::{Context, Shutdown};
@@ -128,8 +129,9 @@ fn pullers(
 ) -> Result<Vec<EndpointPuller>, ApiConnectorError> {
     // Endpoints reach the public internet only, unless they allow private
     // addresses (see `pull::guard`).
+    let budget = ByteBudget::new(config.pull.download_budget_bytes);
     let client = |allow_private| {
-        Fetcher::new(&config.pull, allow_private)
+        Fetcher::new(&config.pull, allow_private, budget.clone())
             .map_err(|source| ApiConnectorError::Client { source })
     };
     let (guarded, open) = (client(false)?, client(true)?);

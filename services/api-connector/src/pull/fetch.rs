@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use medlake_common::budget::{ByteBudget, Held};
 use medlake_common::{Shutdown, metrics};
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::redirect;
@@ -61,14 +62,22 @@ pub struct Fetcher {
     backoff: Backoff,
     max_attempts: u32,
     max_bytes: usize,
+    /// The bytes all pull endpoints' bodies hold at once (shared by every
+    /// clone and by the fetchers built with the same budget).
+    budget: ByteBudget,
     /// Whether internal addresses may be reached (see [`super::guard`]).
     allow_private: bool,
 }
 
 impl Fetcher {
     /// A fetcher for endpoints that may reach internal addresses only when
-    /// `allow_private` (`allow_private_network` in the registry).
-    pub fn new(config: &PullConfig, allow_private: bool) -> Result<Self, reqwest::Error> {
+    /// `allow_private` (`allow_private_network` in the registry), whose
+    /// bodies hold their size of `budget` while they live.
+    pub fn new(
+        config: &PullConfig,
+        allow_private: bool,
+        budget: ByteBudget,
+    ) -> Result<Self, reqwest::Error> {
         let same_origin = redirect::Policy::custom(|attempt| {
             let first = attempt.previous().first().map(url::Url::origin);
             if attempt.previous().len() > 5 {
@@ -94,6 +103,7 @@ impl Fetcher {
             backoff: Backoff::from_ms(config.retry_backoff_initial_ms, config.retry_backoff_max_ms),
             max_attempts: config.max_attempts.max(1),
             max_bytes: config.max_file_bytes,
+            budget,
             allow_private,
         })
     }
@@ -106,7 +116,7 @@ impl Fetcher {
         auth: Option<&(HeaderName, HeaderValue)>,
         endpoint: &str,
         shutdown: &Shutdown,
-    ) -> Result<Bytes, FetchError> {
+    ) -> Result<Fetched, FetchError> {
         let mut attempt = 0;
         loop {
             let result = tokio::select! {
@@ -141,7 +151,7 @@ impl Fetcher {
         &self,
         url: &url::Url,
         auth: Option<&(HeaderName, HeaderValue)>,
-    ) -> Result<Bytes, FetchError> {
+    ) -> Result<Fetched, FetchError> {
         if !self.allow_private {
             refuse_internal(url).await?;
         }
@@ -157,17 +167,40 @@ impl Fetcher {
             });
         }
         let limit = self.max_bytes;
-        if response.content_length().is_some_and(|n| n > limit as u64) {
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > limit as u64) {
             return Err(FetchError::TooLarge { limit });
         }
-        let mut buffer = BytesMut::new();
+        // The announced size, or the limit when the body is chunked (the
+        // client refuses a body longer than its Content-Length).
+        let held = self.budget.hold(announced.unwrap_or(limit as u64)).await;
+        let capacity = usize::try_from(announced.unwrap_or(0)).unwrap_or(0);
+        let mut buffer = BytesMut::with_capacity(capacity);
         while let Some(chunk) = response.chunk().await.map_err(FetchError::transport)? {
             if buffer.len() + chunk.len() > limit {
                 return Err(FetchError::TooLarge { limit });
             }
             buffer.extend_from_slice(&chunk);
         }
-        Ok(buffer.freeze())
+        Ok(Fetched {
+            bytes: buffer.freeze(),
+            held,
+        })
+    }
+}
+
+/// A body and its share of the download budget, given back when both are
+/// dropped: keep `held` until the bytes are published.
+#[derive(Debug)]
+pub struct Fetched {
+    pub bytes: Bytes,
+    pub held: Held,
+}
+
+impl std::ops::Deref for Fetched {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -249,23 +282,22 @@ mod tests {
     }
 
     fn fetcher(max_attempts: u32, max_file_bytes: usize) -> Fetcher {
-        Fetcher::new(
-            &PullConfig {
-                request_timeout_ms: 300,
-                max_attempts,
-                retry_backoff_initial_ms: 1,
-                retry_backoff_max_ms: 5,
-                max_file_bytes,
-            },
-            true,
-        )
-        .unwrap()
+        let config = PullConfig {
+            request_timeout_ms: 300,
+            max_attempts,
+            retry_backoff_initial_ms: 1,
+            retry_backoff_max_ms: 5,
+            max_file_bytes,
+            ..PullConfig::default()
+        };
+        Fetcher::new(&config, true, ByteBudget::new(1 << 20)).unwrap()
     }
 
     #[tokio::test]
     async fn internal_addresses_are_refused_at_once_unless_allowed() {
         let (base, hits) = server(0).await;
-        let guarded = Fetcher::new(&PullConfig::default(), false).unwrap();
+        let guarded =
+            Fetcher::new(&PullConfig::default(), false, ByteBudget::new(1 << 20)).unwrap();
         let shutdown = Shutdown::new();
         for url in [
             base.join("flaky").unwrap(),
@@ -343,6 +375,32 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FetchError::Transport { .. }), "{err}");
         assert!(err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_its_share_of_the_budget_until_dropped() {
+        let (base, _) = server(0).await;
+        let shutdown = Shutdown::new();
+        let budget = ByteBudget::new(1024);
+        let config = PullConfig {
+            max_attempts: 1,
+            ..PullConfig::default()
+        };
+        let f = Fetcher::new(&config, true, budget.clone()).unwrap();
+        let big = base.join("big").unwrap();
+        let first = f.get(&big, None, "t/b", &shutdown).await.unwrap();
+        assert_eq!(first.len(), 100);
+        assert_eq!(budget.available_bytes(), 0, "100 bytes hold one KiB");
+
+        let second = tokio::spawn({
+            let (f, big, shutdown) = (f.clone(), big.clone(), shutdown.clone());
+            async move { f.get(&big, None, "t/b", &shutdown).await.map(|b| b.len()) }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!second.is_finished(), "waits while the first body lives");
+        drop(first);
+        assert_eq!(second.await.unwrap().unwrap(), 100);
+        assert_eq!(budget.available_bytes(), 1024);
     }
 
     #[tokio::test]

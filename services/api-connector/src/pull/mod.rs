@@ -36,7 +36,7 @@ use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use cursor::{CursorError, CursorStore};
-pub use fetch::{FetchError, Fetcher};
+pub use fetch::{FetchError, Fetched, Fetcher};
 pub use medlake_common::backoff::Backoff;
 use page::{Content, Page, PageError};
 
@@ -194,14 +194,18 @@ impl EndpointPuller {
                 if shutdown.is_cancelled() {
                     return Err(PullError::Cancelled);
                 }
-                let bytes = match file
+                // A downloaded file holds its share of the download budget
+                // until it is published.
+                let (bytes, _held) = match file
                     .content(index, &page_url)
                     .map_err(|source| PullError::Contract { source })?
                 {
-                    Content::Inline(bytes) => bytes,
+                    Content::Inline(bytes) => (bytes, None),
                     Content::Download(url) => {
-                        self.fetch(&url, auth.as_ref(), "download", shutdown)
-                            .await?
+                        let fetched = self
+                            .fetch(&url, auth.as_ref(), "download", shutdown)
+                            .await?;
+                        (fetched.bytes, Some(fetched.held))
                     }
                 };
                 if self.ingest(&file.name, bytes).await? {
@@ -233,7 +237,7 @@ impl EndpointPuller {
         auth: Option<&(HeaderName, HeaderValue)>,
         stage: &'static str,
         shutdown: &Shutdown,
-    ) -> Result<Bytes, PullError> {
+    ) -> Result<Fetched, PullError> {
         // The secret goes only to the endpoint's own origin; files listed on
         // another host (pre-signed storage URLs) are fetched without it.
         let auth = auth.filter(|_| self.same_origin(url));
@@ -312,6 +316,7 @@ impl EndpointPuller {
 
 #[cfg(test)]
 mod tests {
+    use medlake_common::budget::ByteBudget;
     use medlake_common::config::KafkaConfig;
     use medlake_common::ingest::{IngestConfig, RawZone};
     use medlake_common::secret::SecretRef;
@@ -327,7 +332,7 @@ mod tests {
         EndpointPuller::new(
             "F1",
             endpoint,
-            Fetcher::new(&PullConfig::default(), true).unwrap(),
+            Fetcher::new(&PullConfig::default(), true, ByteBudget::new(1 << 20)).unwrap(),
             Arc::new(ingestor),
             Arc::new(RecentFiles::new(10)),
         )
