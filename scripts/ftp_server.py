@@ -2,7 +2,16 @@
 """A real FTP (and optionally explicit FTPS) server for tests and local runs.
 
 Built on pyftpdlib (scripts/requirements.txt). One user with full rights on
-one root directory, passive data connections on loopback ports.
+one root directory (the connector's account), passive data connections on
+loopback ports, and optionally one account per facility (``--account``),
+each confined to its own folder: a facility can neither see nor write
+another's files, so the folder a file lands in is the facility that sent it.
+
+For a landing server facing facilities, run it with ``--self-signed DIR
+--tls-required`` (or ``--certfile``): logins and files then travel only
+inside TLS. ``--self-signed`` writes a private CA ``DIR/ftp-ca.pem`` (what
+clients trust: the connector's ``ca_file``) and the server's certificate and
+key signed by it, once, for the host names of ``--tls-hostname``.
 
 Integration tests spawn it as a child process and wait for its ready line on
 stdout, which carries the port actually bound (pass ``--port 0`` to let the
@@ -60,7 +69,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=parse_port_range,
         help="passive data port range LOW-HIGH (default: any free port)",
     )
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="USER:FOLDER:PASSWORD_ENV",
+        help="a facility's account, confined to FOLDER (relative to --root, created if missing), "
+        "its password in $PASSWORD_ENV; repeat for each facility",
+    )
     parser.add_argument("--certfile", help="PEM certificate (and key) to offer explicit FTPS (AUTH TLS)")
+    parser.add_argument(
+        "--self-signed",
+        metavar="DIR",
+        help="create (once) a private CA (DIR/ftp-ca.pem) and serve a certificate it signed",
+    )
+    parser.add_argument(
+        "--publish-cert",
+        metavar="PATH",
+        help="with --self-signed: copy the CA certificate (no key) here for clients to trust",
+    )
+    parser.add_argument(
+        "--tls-hostname",
+        action="append",
+        default=[],
+        help="host name the --self-signed certificate is for (repeatable; default localhost)",
+    )
     parser.add_argument("--keyfile", help="PEM private key when not in --certfile")
     parser.add_argument(
         "--tls-required",
@@ -76,6 +109,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--log-file", help="write the server's log here (default stderr)")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
+    args.accounts = [parse_account(parser, text) for text in args.account]
+    if args.self_signed and args.certfile:
+        parser.error("--self-signed and --certfile exclude each other")
     if args.password is None:
         args.password = os.environ.get(args.password_env)
         if not args.password:
@@ -83,9 +119,120 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def parse_account(parser: argparse.ArgumentParser, text: str) -> tuple[str, str, str]:
+    """``USER:FOLDER:PASSWORD_ENV`` into (user, folder, password)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        parser.error(f"--account {text!r}: expected USER:FOLDER:PASSWORD_ENV")
+    user, folder, password_env = parts
+    password = os.environ.get(password_env)
+    if not password:
+        parser.error(f"--account {user}: ${password_env} is empty")
+    return user, folder.strip("/"), password
+
+
+def self_signed(directory: str, hostnames: list[str]) -> tuple[str, str]:
+    """The certificate and key files in `directory`, created on first use:
+    a private CA (``ftp-ca.pem``, what clients trust) and the server's
+    certificate signed by it (``ftp-cert.pem``, ``ftp-key.pem``). TLS
+    clients such as rustls refuse a CA certificate as a server's own, hence
+    two."""
+    ca_path = os.path.join(directory, "ftp-ca.pem")
+    cert_path = os.path.join(directory, "ftp-cert.pem")
+    key_path = os.path.join(directory, "ftp-key.pem")
+    if all(os.path.exists(p) for p in (ca_path, cert_path, key_path)):
+        return cert_path, key_path
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    names = hostnames or ["localhost"]
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    days = datetime.timedelta(days=825)
+
+    def certificate(subject, issuer, public_key, signing_key, extensions):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + days)
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "landing FTP server CA")])
+    ca = certificate(
+        ca_name,
+        ca_name,
+        ca_key.public_key(),
+        ca_key,
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
+        ],
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]),
+        ca_name,
+        key.public_key(),
+        ca_key,
+        [
+            (x509.SubjectAlternativeName(alt_names), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ],
+    )
+    os.makedirs(directory, exist_ok=True)
+    with open(key_path, "wb") as out:
+        os.chmod(key_path, 0o600)
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with open(cert_path, "wb") as out:
+        out.write(server.public_bytes(serialization.Encoding.PEM))
+    with open(ca_path, "wb") as out:
+        out.write(ca.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def build_handler(args: argparse.Namespace) -> type[FTPHandler]:
     authorizer = DummyAuthorizer()
     authorizer.add_user(args.user, args.password, args.root, perm=FULL_PERMISSIONS)
+    for user, folder, password in args.accounts:
+        home = os.path.join(args.root, folder)
+        os.makedirs(home, exist_ok=True)
+        # Everything but chmod, inside its own folder only (pyftpdlib keeps a
+        # user below its home).
+        authorizer.add_user(user, password, home, perm="elradfmwT")
+
+    if args.self_signed:
+        args.certfile, args.keyfile = self_signed(args.self_signed, args.tls_hostname)
+        if args.publish_cert:
+            import shutil
+
+            os.makedirs(os.path.dirname(os.path.abspath(args.publish_cert)), exist_ok=True)
+            ca = os.path.join(args.self_signed, "ftp-ca.pem")
+            shutil.copyfile(ca, args.publish_cert)
 
     if args.certfile:
         try:

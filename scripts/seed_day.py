@@ -64,6 +64,7 @@ def write_registry(path: pathlib.Path, count: int) -> dict[str, str]:
         '      directory: "/{facility}/incoming"',
         '      glob: "*.{zip,gz}"',
         f"      poll_interval_ms: {LANDING_POLL_MS}",
+        "      ftps: false  # a loopback server of the benchmark",
         "facilities:",
     ]
     for n, facility in enumerate(facility_ids(count), start=1):

@@ -229,6 +229,17 @@ impl FtpServer {
 
     /// Like [`FtpServer::start`], with extra arguments for the script (FTPS).
     pub fn start_with(root: &std::path::Path, user: &str, extra_args: &[&std::ffi::OsStr]) -> Self {
+        Self::start_with_env(root, user, extra_args, &[])
+    }
+
+    /// Like [`FtpServer::start_with`], with variables for the script's
+    /// environment (the passwords of `--account`s).
+    pub fn start_with_env(
+        root: &std::path::Path,
+        user: &str,
+        extra_args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Self {
         use std::io::BufRead;
         let python = std::env::var("MEDLAKE_PYTHON").unwrap_or_else(|_| "python3".into());
         let password = format!("ftp-pw-{}", short_id());
@@ -240,6 +251,7 @@ impl FtpServer {
             .arg(root)
             .args(extra_args)
             .env("FTP_PASSWORD", &password)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(command);
         let stdout = child.0.stdout.take().expect("piped stdout");

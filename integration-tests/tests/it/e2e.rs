@@ -103,7 +103,8 @@ impl Pipeline {
                 "    api_key: {{ env: E2E_{facility}_KEY }}\n    ftp:\n      - id: {id}-landing\n        \
                  host: 127.0.0.1\n        port: {port}\n        user: {user}\n        \
                  password: {{ env: E2E_FTP_PASSWORD }}\n        directory: /{facility}/incoming\n        \
-                 glob: \"*.{{zip,gz}}\"\n        poll_interval_ms: 300\n        timeout_ms: 10000\n",
+                 glob: \"*.{{zip,gz}}\"\n        poll_interval_ms: 300\n        timeout_ms: 10000\n        \
+                 ftps: false\n",
                 id = facility.to_lowercase(),
                 port = ftp.port,
                 user = ftp.user,

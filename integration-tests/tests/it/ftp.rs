@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medlake_common::config::TopicsConfig;
@@ -17,7 +18,9 @@ use medlake_integration_tests::{
 };
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
-use suppaftp::tokio::AsyncFtpStream;
+
+use suppaftp::tokio::{AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::types::FileType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -154,10 +157,16 @@ impl Connector {
 fn write_facilities(dir: &Path, port: u16, endpoints: &[(&str, &str, &str, &str)]) {
     let mut yaml = String::from("facilities:\n");
     for (facility, id, password_env, extra) in endpoints {
+        // The test server speaks plain FTP unless the endpoint says otherwise.
+        let plain = if extra.contains("ftps:") {
+            ""
+        } else {
+            "        ftps: false\n"
+        };
         yaml.push_str(&format!(
             "  - id: {facility}\n    ftp:\n      - id: {id}\n        host: 127.0.0.1\n        \
              port: {port}\n        user: {USER}\n        password: {{ env: {password_env} }}\n        \
-             poll_interval_ms: 300\n        timeout_ms: 5000\n{extra}"
+             poll_interval_ms: 300\n        timeout_ms: 5000\n{plain}{extra}"
         ));
     }
     std::fs::write(dir.join("facilities.yaml"), yaml).unwrap();
@@ -293,6 +302,10 @@ async fn uploaded_files_are_published_once_kept_raw_and_moved_to_processed() {
         "a file outside the glob stays"
     );
     assert_no_more(&raw_topic, 2, Duration::from_secs(3)).await;
+    // Logs name a file by a digest of its name, never by the name.
+    let logs = connector.logs();
+    assert!(!logs.contains("b b.zip"), "a file name in the logs");
+    assert!(logs.contains(&medlake_common::logging::file_name_ref("b b.zip")));
     let received = connector
         .metric("medlake_connector_files_received_total{source=\"ftp\"}")
         .await;
@@ -748,7 +761,8 @@ fn start_landing(
         "landing:\n  - sessions: {sessions}\n    server:\n      id: landing\n      \
          host: 127.0.0.1\n      port: {}\n      user: {USER}\n      \
          password: {{ env: {password_env} }}\n      directory: /{{facility}}/incoming\n      \
-         glob: '*.zip'\n      poll_interval_ms: {poll_interval_ms}\n      timeout_ms: 5000\n\
+         glob: '*.zip'\n      poll_interval_ms: {poll_interval_ms}\n      timeout_ms: 5000\n      \
+         ftps: false\n\
          facilities:\n",
         server.port
     );
@@ -868,4 +882,110 @@ async fn downloads_of_many_endpoints_share_one_byte_budget() {
         "peak RSS {hwm_mib} MiB with a {BUDGET_MIB} MiB download budget"
     );
     assert!(connector.alive());
+}
+
+/// An FTPS client trusting `ca` (a facility's upload client).
+async fn ftps_client(port: u16, ca: &Path, user: &str, password: &str) -> AsyncRustlsFtpStream {
+    use suppaftp::tokio_rustls::rustls::pki_types::CertificateDer;
+    use suppaftp::tokio_rustls::rustls::pki_types::pem::PemObject;
+    use suppaftp::tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = AsyncRustlsConnector::from(TlsConnector::from(Arc::new(config)));
+    let ftp = AsyncRustlsFtpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut ftp = ftp.into_secure(connector, "127.0.0.1").await.unwrap();
+    ftp.login(user, password).await.unwrap();
+    ftp.transfer_type(FileType::Binary).await.unwrap();
+    ftp
+}
+
+/// The landing server as docker-compose runs it: FTPS only, one account per
+/// facility confined to its folder, the connector's own account over all.
+/// A facility uploads over TLS and its file lands under its id; without TLS
+/// it cannot log in; it sees nothing of another facility and cannot write
+/// into its folder.
+#[tokio::test]
+async fn each_facility_has_its_own_ftps_account_confined_to_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ftp");
+    let tls = dir.path().join("tls");
+    let passwords = [
+        ("F1", format!("f1-{}", short_id())),
+        ("F2", format!("f2-{}", short_id())),
+    ];
+    for (facility, _) in &passwords {
+        std::fs::create_dir_all(root.join(facility).join("incoming")).unwrap();
+    }
+    let server = medlake_integration_tests::FtpServer::start_with_env(
+        &root,
+        USER,
+        &[
+            "--account".as_ref(),
+            "f1user:F1:IT_FTP_F1_PASSWORD".as_ref(),
+            "--account".as_ref(),
+            "f2user:F2:IT_FTP_F2_PASSWORD".as_ref(),
+            "--self-signed".as_ref(),
+            tls.as_os_str(),
+            "--tls-hostname".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--tls-required".as_ref(),
+        ],
+        &[
+            ("IT_FTP_F1_PASSWORD", &passwords[0].1),
+            ("IT_FTP_F2_PASSWORD", &passwords[1].1),
+        ],
+    );
+    let ca = tls.join("ftp-ca.pem");
+
+    // Without TLS the server refuses the login.
+    let mut plain = AsyncFtpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    assert!(plain.login("f1user", &passwords[0].1).await.is_err());
+
+    // F1 sees its own folder only and cannot climb out of it.
+    let mut f1 = ftps_client(server.port, &ca, "f1user", &passwords[0].1).await;
+    assert_eq!(f1.nlst(Some("/")).await.unwrap(), ["incoming"]);
+    assert!(f1.cwd("/../F2/incoming").await.is_err());
+    let bytes = b"F1's extract".to_vec();
+    let mut reader = &bytes[..];
+    let _ = f1.put_file("../F2/incoming/forged.zip", &mut reader).await;
+    assert!(!root.join("F2/incoming/forged.zip").exists());
+    f1.put_file("incoming/a.zip.part", &mut &bytes[..])
+        .await
+        .unwrap();
+    f1.rename("incoming/a.zip.part", "incoming/a.zip")
+        .await
+        .unwrap();
+    f1.quit().await.unwrap();
+
+    // The connector walks every folder with its own account, over TLS.
+    let topics = topics_config();
+    ensure_topics(&topics).await;
+    let password_env = format!("MEDLAKE_IT_FTP_PW_{}", short_id());
+    let yaml = format!(
+        "landing:\n  - sessions: 2\n    server:\n      id: landing\n      \
+         host: 127.0.0.1\n      port: {}\n      user: {USER}\n      \
+         password: {{ env: {password_env} }}\n      directory: /{{facility}}/incoming\n      \
+         glob: '*.zip'\n      poll_interval_ms: 300\n      timeout_ms: 5000\n      \
+         ca_file: {}\nfacilities:\n  - id: F1\n  - id: F2\n",
+        server.port,
+        ca.display()
+    );
+    std::fs::write(dir.path().join("facilities.yaml"), yaml).unwrap();
+    let connector = Connector::start(&topics, dir.path(), &[(&password_env, &server.password)]);
+    let messages = read_topic(&topics.raw_files(), 1, TIMEOUT).await;
+    assert_eq!(messages.len(), 1, "{}", connector.logs());
+    assert_raw_message(&messages[0], "F1", "a.zip", &bytes);
+    assert_no_more(&topics.raw_files(), 1, Duration::from_secs(2)).await;
 }

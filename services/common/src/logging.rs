@@ -59,3 +59,33 @@ mod tests {
         assert!(filter.contains("buoyant_kernel=warn"), "{filter}");
     }
 }
+
+/// How logs and error messages name a remote file: `name#` and the first 12
+/// hex digits of the SHA-256 of its name, never the name itself. Facilities
+/// name exports after patients or wards at times, and a name may hold
+/// control characters that forge log lines; the name stays in the ledger
+/// (`_files.file_name`) and the raw file's headers. To find a name's
+/// reference: `printf %s 'NAME' | sha256sum | cut -c1-12`.
+pub fn file_name_ref(name: &str) -> String {
+    format!(
+        "name#{}",
+        &crate::raw_file::sha256_hex(name.as_bytes())[..12]
+    )
+}
+
+#[cfg(test)]
+mod name_ref_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_logged_as_its_digest() {
+        let reference = file_name_ref("Smith_John_\n2024.zip");
+        assert_eq!(reference.len(), "name#".len() + 12);
+        assert!(reference.starts_with("name#"));
+        assert!(!reference.contains("Smith"));
+        assert_eq!(reference, file_name_ref("Smith_John_\n2024.zip"));
+        assert_ne!(reference, file_name_ref("Smith_John_2024.zip"));
+        // The documented shell recipe gives the same digest.
+        assert_eq!(file_name_ref("a.zip"), "name#d42cf35afe0b");
+    }
+}

@@ -15,6 +15,7 @@ use medlake_common::budget::ByteBudget;
 use medlake_common::endpoints::ftp::{After, FtpEndpoint};
 use medlake_common::events::{Event, PollFailed};
 use medlake_common::ingest::{Ingestor, RawFile};
+use medlake_common::logging::file_name_ref;
 use medlake_common::{Classify, ErrorKind, Shutdown, metrics};
 
 use crate::error::PollError;
@@ -236,7 +237,7 @@ impl Folder {
         }
         tracing::debug!(
             endpoint = id,
-            file_name = file.name,
+            file = %file_name_ref(&file.name),
             bytes = file.size,
             "Downloading."
         );
@@ -330,7 +331,7 @@ impl Folder {
         let endpoint = self.endpoint.clone();
         tracing::warn!(
             endpoint = endpoint.id,
-            file_name = file.name,
+            file = %file_name_ref(&file.name),
             bytes = file.size,
             reason,
             "FTP file rejected; moving it to the rejected folder."

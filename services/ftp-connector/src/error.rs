@@ -5,6 +5,7 @@
 
 use medlake_common::facilities::RegistryError;
 use medlake_common::ingest::IngestError;
+use medlake_common::logging::file_name_ref;
 use medlake_common::secret::SecretError;
 use medlake_common::{Classify, ErrorKind};
 use suppaftp::FtpError;
@@ -58,24 +59,31 @@ pub enum PollError {
         operation: &'static str,
         timeout_ms: u64,
     },
-    #[error("download of {file_name:?} failed: {source}")]
+    #[error("download of {} failed: {source}", file_name_ref(file_name))]
     Download { file_name: String, source: FtpError },
-    #[error("{file_name:?} is larger than max_file_bytes ({max_file_bytes})")]
+    #[error(
+        "{} is larger than max_file_bytes ({max_file_bytes})",
+        file_name_ref(file_name)
+    )]
     TooLarge {
         file_name: String,
         max_file_bytes: u64,
     },
     #[error(
-        "{file_name:?} grew past its listed size while it was read ({read_bytes} bytes) \
-         and the download budget has no room for more now"
+        "{} grew past its listed size while it was read ({read_bytes} bytes) \
+         and the download budget has no room for more now",
+        file_name_ref(file_name)
     )]
     Grew { file_name: String, read_bytes: u64 },
-    #[error("ingesting {file_name:?} failed: {source}")]
+    #[error("ingesting {} failed: {source}", file_name_ref(file_name))]
     Ingest {
         file_name: String,
         source: IngestError,
     },
-    #[error("cannot {action} {file_name:?} after ingesting it: {source}")]
+    #[error(
+        "cannot {action} {} after ingesting it: {source}",
+        file_name_ref(file_name)
+    )]
     Finish {
         action: &'static str,
         file_name: String,

@@ -65,8 +65,11 @@ pub struct FtpEndpoint {
     /// How a file still being uploaded is told apart from a finished one.
     #[serde(default)]
     pub stability: Stability,
-    /// Explicit FTPS (`AUTH TLS` on the control port, protected data channel).
-    #[serde(default)]
+    /// Explicit FTPS (`AUTH TLS` on the control port, protected data
+    /// channel). On unless the registry says `ftps: false`: plain FTP sends
+    /// the password and every file (PHI) in clear, so it is an explicit
+    /// choice for servers on a trusted network only.
+    #[serde(default = "default_ftps")]
     pub ftps: bool,
     /// PEM file of certificate authorities trusted for FTPS besides the
     /// system's (a private CA or a self-signed server certificate).
@@ -150,6 +153,9 @@ fn default_processed_dir() -> String {
 }
 fn default_rejected_dir() -> String {
     "rejected".to_string()
+}
+fn default_ftps() -> bool {
+    true
 }
 fn default_max_file_bytes() -> u64 {
     100 * 1024 * 1024
@@ -325,7 +331,7 @@ mod tests {
         assert_eq!(e.glob, "*");
         assert_eq!(e.stability, Stability::default());
         assert!(e.stability.unchanged_size);
-        assert!(!e.ftps);
+        assert!(e.ftps, "plain FTP only when asked for");
         assert_eq!(e.after, After::Move);
         assert_eq!(e.processed_dir, "processed");
         assert_eq!(e.source, Source::Ftp);
