@@ -7,5 +7,6 @@ mod ftp;
 mod kafka;
 mod parse_cli;
 mod parser;
+mod parser_caps;
 mod sink;
 mod spark;

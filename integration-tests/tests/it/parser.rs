@@ -25,7 +25,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
-const TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(90);
 const QUIET: Duration = Duration::from_secs(4);
 const F2_PASSWORD_ENV: &str = "IT_PARSER_F2_ZIP_PASSWORD";
 const F2_PASSWORD: &str = "s3cret-zip";
@@ -34,8 +34,8 @@ const F3_PASSWORD_ENV: &str = "IT_PARSER_F3_ZIP_PASSWORD";
 const F3_PASSWORD: &str = "late-s3cret";
 
 /// One parser test's world: unique topics, a lake, a facility registry.
-struct World {
-    topics: TopicsConfig,
+pub(crate) struct World {
+    pub(crate) topics: TopicsConfig,
     lake: tempfile::TempDir,
     facilities: PathBuf,
     group: String,
@@ -44,7 +44,7 @@ struct World {
 }
 
 impl World {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let topics = topics_config();
         let names: Vec<String> = dataset::load_dir(&repo_root().join("schemas"))
             .expect("schemas load")
@@ -82,7 +82,7 @@ impl World {
     }
 
     /// `medlake parser` with this world's configuration in its environment.
-    fn parser(&self) -> Command {
+    pub(crate) fn parser(&self) -> Command {
         let mut command = medlake(&self.topics);
         command
             .arg("parser")
@@ -99,7 +99,7 @@ impl World {
     }
 
     /// Publishes a file the way the connectors do (raw zone, then Kafka).
-    async fn publish(&self, facility: &str, name: &str, bytes: Vec<u8>) -> String {
+    pub(crate) async fn publish(&self, facility: &str, name: &str, bytes: Vec<u8>) -> String {
         let receipt = self
             .ingestor
             .ingest(RawFile {
@@ -118,7 +118,7 @@ impl World {
 // ------------------------------------------------------------------ fixtures
 
 /// ADT rows; `tag` must be upper case (encounter ids match `[A-Z0-9-]{4,32}`).
-fn adt_csv(tag: &str, rows: usize) -> Vec<u8> {
+pub(crate) fn adt_csv(tag: &str, rows: usize) -> Vec<u8> {
     let mut csv = String::from(
         "EncounterID,MRN,EventType,EventSeq,EventTime,Ward,Bed,AdmitSource,AttendingNPI,Notes\r\n",
     );
@@ -251,17 +251,26 @@ fn one_zip_per_dataset() -> Vec<(&'static str, &'static str, Vec<u8>, &'static s
 
 // ------------------------------------------------------------------ reading
 
-fn json(message: &OwnedMessage) -> Value {
+pub(crate) fn json(message: &OwnedMessage) -> Value {
     serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON value")
 }
 
-fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     kafka::header_str(message, name)
 }
 
 /// Ledger entries by file id (a file id appearing twice is kept twice).
 async fn ledger(topics: &TopicsConfig, expected: usize) -> Vec<LedgerEntry> {
-    read_topic(&topics.files(), expected, TIMEOUT)
+    ledger_within(topics, expected, TIMEOUT).await
+}
+
+/// [`ledger`], waiting up to `timeout` (large files).
+pub(crate) async fn ledger_within(
+    topics: &TopicsConfig,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<LedgerEntry> {
+    read_topic(&topics.files(), expected, timeout)
         .await
         .iter()
         .map(|m| LedgerEntry::from_json(m.payload().unwrap()).expect("ledger JSON"))
@@ -867,11 +876,7 @@ async fn parser_rss_on_a_40_mb_zip() {
     let file_id = world.publish("F1", "big.zip", zip).await;
 
     let parser = ChildGuard::spawn(world.parser());
-    let entries: Vec<LedgerEntry> = read_topic(&world.topics.files(), 1, Duration::from_secs(600))
-        .await
-        .iter()
-        .map(|m| LedgerEntry::from_json(m.payload().unwrap()).expect("ledger JSON"))
-        .collect();
+    let entries = ledger_within(&world.topics, 1, Duration::from_secs(600)).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].file_id, file_id);
     assert_eq!(entries[0].status, FileStatus::Processed, "{:?}", entries[0]);

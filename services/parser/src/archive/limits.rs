@@ -1,4 +1,5 @@
-//! Unpacking limits, enforced on the bytes actually read, never on what headers claim.
+//! Unpacking and reading limits, enforced on the bytes actually read, never on what
+//! headers claim.
 
 use std::io::Read;
 
@@ -6,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FileError;
 
-/// Guards against zip bombs and oversized input.
+/// Guards against zip bombs and oversized input: what a file may unpack to, and how
+/// large one record and one value of an entry may be.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -29,6 +31,40 @@ pub struct Limits {
     /// How many archives may nest (a zip inside a zip is one level).
     #[serde(default = "default_max_nesting")]
     pub max_nesting: u8,
+    /// Most bytes one record may span in its entry's text: a CSV or delimited
+    /// record (quoted line breaks included), a fixed-width or NDJSON line, an
+    /// element of a JSON document's records array (or the whole document when
+    /// it is one record), an XML record element from its start tag to its end
+    /// tag. A longer record is rejected (`record_too_large`, a dead letter
+    /// naming the entry and the record number) and the entry goes on with the
+    /// next record; only a CSV header line over the limit rejects the entry.
+    ///
+    /// The limit bounds memory, not only output: readers find a record's end
+    /// without copying it and never buffer more than this of one record, so a
+    /// 100 MB line costs a scan of the entry, not a copy of the line.
+    ///
+    /// Default 1 MiB: real records are a few KB (an ADT row ~200 bytes, a lab
+    /// result document ~2 KB), so this leaves hundreds of times that, and a
+    /// record this long would mostly not fit the records topics'
+    /// `max.message.bytes` (1,000,000) anyway. Raise it for feeds whose
+    /// records carry large unmapped content (e.g. whole clinical documents of
+    /// which a few elements are read). Not to be confused with
+    /// `parser.max_record_bytes`, the cap on the JSON a record is published
+    /// as.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Most bytes (UTF-8) one field's value may have as read, before
+    /// conversion. A longer value rejects its record (`field_too_large`,
+    /// naming the entry, the record number and the field, never the value).
+    /// Only values a data set reads are checked.
+    ///
+    /// Default 64 KiB: identifiers, codes, dates and amounts are tens of bytes
+    /// and free-text notes rarely a few KB; a value over 64 KiB is almost
+    /// always an unbalanced quote that swallowed the following lines, or a
+    /// document or image embedded in a column, which the lake's tables should
+    /// not carry inline.
+    #[serde(default = "default_max_field_bytes")]
+    pub max_field_bytes: usize,
 }
 
 fn default_max_entries() -> usize {
@@ -49,6 +85,12 @@ fn default_ratio_floor_bytes() -> u64 {
 fn default_max_nesting() -> u8 {
     1
 }
+fn default_max_record_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_field_bytes() -> usize {
+    64 * 1024
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -59,6 +101,8 @@ impl Default for Limits {
             max_compression_ratio: default_max_compression_ratio(),
             ratio_floor_bytes: default_ratio_floor_bytes(),
             max_nesting: default_max_nesting(),
+            max_record_bytes: default_max_record_bytes(),
+            max_field_bytes: default_max_field_bytes(),
         }
     }
 }

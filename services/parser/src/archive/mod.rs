@@ -6,6 +6,7 @@
 //! produced by the decoder, so lying headers do not help a zip bomb. Every failure is a
 //! [`FileError`] with its own code; nothing here panics on bad input.
 
+mod eocd;
 mod limits;
 mod zip;
 

@@ -136,6 +136,114 @@ fn zipcrypto_check_byte_collisions_count_as_wrong() {
 }
 
 #[test]
+fn a_password_whose_output_trips_a_limit_does_not_stop_the_rotation() {
+    use super::zip::{Attempt, attempt, open_with_any};
+
+    let content = b"id,name\n1,a\n";
+    let z = pack::zip(&[("a.csv", content)], true, Protection::ZipCrypto("new"));
+    let mut archive = ::zip::ZipArchive::new(std::io::Cursor::new(&z[..])).unwrap();
+    let packed = archive.by_index_raw(0).unwrap().compressed_size();
+    let mut budget = Budget::default();
+    let mut real = |password: &str, limits: &Limits| {
+        attempt(
+            &mut archive,
+            0,
+            "a.csv",
+            packed,
+            password.as_bytes(),
+            limits,
+            &mut budget,
+        )
+    };
+    let tripped = || FileError::EntryTooLarge {
+        entry: "a.csv".into(),
+        limit_bytes: 4,
+    };
+    // The old password of a rotation trips a limit (as a wrong password passing the
+    // check byte can, with garbage output); the new one is tried and opens the entry.
+    let opened = open_with_any(&[0, 1], |p| match p {
+        0 => Ok(Attempt::Tripped(tripped())),
+        _ => real("new", &Limits::default()),
+    });
+    assert_eq!(opened, Ok((1, content.to_vec())));
+    // Nothing opens it: the limit tripped is the error, else no password is right.
+    let opened = open_with_any(&[0, 1], |p| match p {
+        0 => Ok(Attempt::Tripped(tripped())),
+        _ => real("old", &Limits::default()),
+    });
+    assert_eq!(opened, Err(Some(tripped())));
+    let opened = open_with_any(&[0, 1], |p| real(["old", "older"][p], &Limits::default()));
+    assert_eq!(opened, Err(None));
+    // A real limit on a real attempt is classified as tripped, not as an error.
+    let small = Limits {
+        max_entry_bytes: 4,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        real("new", &small),
+        Ok(Attempt::Tripped(FileError::EntryTooLarge { .. }))
+    ));
+    // Only the attempt that opened the entry counted toward the file's bytes.
+    assert_eq!(budget.total_bytes, content.len() as u64);
+
+    // Through the walk: an entry too large for the one password that opens it is
+    // rejected as such, whichever order the passwords come in.
+    for passwords in [["new", "old"], ["old", "new"]] {
+        assert_eq!(
+            entries("x.zip", &z, &passwords, &small),
+            Err("entry_too_large")
+        );
+    }
+}
+
+#[test]
+fn a_zip_declaring_too_many_entries_is_refused_before_its_directory_is_read() {
+    let limits = Limits {
+        max_entries: 5,
+        ..Limits::default()
+    };
+    let names: Vec<String> = (0..6).map(|i| format!("e{i}.csv")).collect();
+    let six: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"1"[..])).collect();
+    let z = pack::zip(&six, true, Protection::None);
+    assert_eq!(entries("x.zip", &z, &[], &limits), Err("too_many_entries"));
+    assert_eq!(
+        entries(
+            "x.zip",
+            &pack::zip(&six[..5], true, Protection::None),
+            &[],
+            &limits
+        )
+        .map(|e| e.len()),
+        Ok(5)
+    );
+    // A few bytes claiming 300,000 entries: the zip crate would call this corrupt
+    // (after sizing its directory to the claim); the claim alone refuses it.
+    let crafted = super::eocd::tests::crafted_zip64(300_000);
+    assert_eq!(
+        entries("x.zip", &crafted, &[], &Limits::default()),
+        Err("too_many_entries")
+    );
+    assert_eq!(
+        entries(
+            "x.zip",
+            &crafted,
+            &[],
+            &Limits {
+                max_entries: 300_000,
+                ..Limits::default()
+            }
+        ),
+        Err("corrupt_archive")
+    );
+    // Nested archives are checked the same way.
+    let outer = pack::zip(&[("inner.zip", &z)], false, Protection::None);
+    assert_eq!(
+        entries("o.zip", &outer, &[], &limits),
+        Err("too_many_entries")
+    );
+}
+
+#[test]
 fn zip_inside_zip_one_level() {
     let inner = pack::zip(&[("p.csv", b"in")], true, Protection::Aes256("pw"));
     let outer = pack::zip(

@@ -5,7 +5,7 @@ use std::io::Cursor;
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use super::{OnEntry, ReadError, WalkError, Walker, read_limited};
+use super::{Budget, Limits, OnEntry, ReadError, WalkError, Walker, eocd, read_limited};
 use crate::error::FileError;
 
 /// Maps what the zip crate says to a file error. Its messages describe the archive
@@ -49,6 +49,16 @@ impl Walker<'_> {
         depth: u8,
         on_entry: &mut OnEntry<'_, E>,
     ) -> Result<(), WalkError<E>> {
+        // Refused before the zip crate builds a record per declared entry.
+        if let Some(declared) = eocd::declared_entries(bytes)
+            && declared > self.limits.max_entries as u64
+        {
+            return Err(FileError::TooManyEntries {
+                count: usize::try_from(declared).unwrap_or(usize::MAX),
+                limit: self.limits.max_entries,
+            }
+            .into());
+        }
         let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| zip_error(prefix, e))?;
         if archive.len() > self.limits.max_entries {
             return Err(FileError::TooManyEntries {
@@ -78,9 +88,8 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// Tries the facility's passwords, the one that worked last time first. A password
-    /// that passes the header check but fails the checksum (ZipCrypto's check byte
-    /// matches one wrong password in 256) counts as wrong.
+    /// Tries the facility's passwords, the one that worked last time first (see
+    /// [`open_with_any`] for what a failed attempt means).
     fn decrypt(
         &mut self,
         archive: &mut ZipArchive<Cursor<&[u8]>>,
@@ -94,29 +103,92 @@ impl Walker<'_> {
                 facility_id: self.facility_id.into(),
             });
         }
-        let order = self
+        let order: Vec<usize> = self
             .good_password
             .into_iter()
-            .chain((0..self.passwords.len()).filter(|i| Some(*i) != self.good_password));
-        for p in order {
-            let password = self.passwords[p].expose().as_bytes();
-            let mut file = match archive.by_index_decrypt(index, password) {
-                Ok(f) => f,
-                Err(ZipError::InvalidPassword) => continue,
-                Err(e) => return Err(zip_error(Some(name), e)),
-            };
-            match read_limited(&mut file, name, packed, self.limits, &mut self.budget) {
-                Ok(data) => {
-                    self.good_password = Some(p);
-                    return Ok(data);
-                }
-                Err(ReadError::Limit(e)) => return Err(e),
-                Err(ReadError::Io(_)) => continue,
+            .chain((0..self.passwords.len()).filter(|i| Some(*i) != self.good_password))
+            .collect();
+        let (passwords, limits, budget) = (self.passwords, self.limits, &mut self.budget);
+        let opened = open_with_any(&order, |p| {
+            let password = passwords[p].expose().as_bytes();
+            attempt(archive, index, name, packed, password, limits, budget)
+        });
+        match opened {
+            Ok((p, data)) => {
+                self.good_password = Some(p);
+                Ok(data)
+            }
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(FileError::WrongPassword {
+                entry: name.into(),
+                tried: self.passwords.len(),
+            }),
+        }
+    }
+}
+
+/// What trying one password on an encrypted entry gave.
+#[derive(Debug)]
+pub(super) enum Attempt {
+    /// The entry, decrypted, checked and within the limits.
+    Opened(Vec<u8>),
+    /// The header check refused the password, or its output failed the decoder or
+    /// the checksum.
+    Wrong,
+    /// Its output passed a size limit before the decoder or checksum could tell.
+    Tripped(FileError),
+}
+
+/// Decrypts entry `index` with one password, under the limits. Errors are about the
+/// archive itself, whatever the password.
+pub(super) fn attempt(
+    archive: &mut ZipArchive<Cursor<&[u8]>>,
+    index: usize,
+    name: &str,
+    packed: u64,
+    password: &[u8],
+    limits: &Limits,
+    budget: &mut Budget,
+) -> Result<Attempt, FileError> {
+    let mut file = match archive.by_index_decrypt(index, password) {
+        Ok(f) => f,
+        Err(ZipError::InvalidPassword) => return Ok(Attempt::Wrong),
+        Err(e) => return Err(zip_error(Some(name), e)),
+    };
+    Ok(
+        match read_limited(&mut file, name, packed, limits, budget) {
+            Ok(data) => Attempt::Opened(data),
+            Err(ReadError::Limit(e)) => Attempt::Tripped(e),
+            Err(ReadError::Io(_)) => Attempt::Wrong,
+        },
+    )
+}
+
+/// Tries the passwords in `order` until one opens the entry: returns its index and
+/// the entry.
+///
+/// A wrong password can pass the header check (ZipCrypto's check byte matches one
+/// wrong password in 256, AES's verifier one in 65,536); what it decrypts is then
+/// garbage, which fails the decoder or the checksum, or trips a size limit
+/// (`entry_too_large`, `compression_ratio`, `archive_too_large`) before either is
+/// reached. Each of these only rules the password out and the next one is tried, so
+/// the new password of a rotation still opens the entry. When none does, the error is
+/// the first limit an attempt tripped, if any did (the entry may really be that large,
+/// which garbage from a wrong password cannot be told from), else `None`: no password
+/// is right. A failed attempt adds nothing to the file's byte budget.
+pub(super) fn open_with_any(
+    order: &[usize],
+    mut attempt: impl FnMut(usize) -> Result<Attempt, FileError>,
+) -> Result<(usize, Vec<u8>), Option<FileError>> {
+    let mut tripped = None;
+    for &p in order {
+        match attempt(p).map_err(Some)? {
+            Attempt::Opened(data) => return Ok((p, data)),
+            Attempt::Wrong => {}
+            Attempt::Tripped(e) => {
+                tripped.get_or_insert(e);
             }
         }
-        Err(FileError::WrongPassword {
-            entry: name.into(),
-            tried: self.passwords.len(),
-        })
     }
+    Err(tripped)
 }

@@ -1,19 +1,26 @@
 //! `fixed_width`: columns at character positions; short lines yield what is there.
+//! A line longer than `max_record_bytes` is skipped as `record_too_large`.
 
 use medlake_common::dataset::FixedWidthOptions;
 
-use super::{EntryError, Next, Records};
+use super::{EntryError, Line, Lines, Next, Records};
+use crate::error::ErrorCode;
 
 pub(crate) struct FixedReader<'t> {
-    lines: std::str::Lines<'t>,
+    lines: Lines<'t>,
     /// (start index 0-based, width) of each field's column.
     spans: Vec<Option<(usize, usize)>>,
     skip_prefixes: Vec<String>,
 }
 
 impl<'t> FixedReader<'t> {
-    pub fn new(text: &'t str, o: &FixedWidthOptions, sources: &[Option<&str>]) -> Self {
-        let mut lines = text.lines();
+    pub fn new(
+        text: &'t str,
+        o: &FixedWidthOptions,
+        sources: &[Option<&str>],
+        max_record_bytes: usize,
+    ) -> Self {
+        let mut lines = Lines::new(text, max_record_bytes);
         for _ in 0..o.skip_lines {
             lines.next();
         }
@@ -37,13 +44,16 @@ impl Records for FixedReader<'_> {
         let line = loop {
             match self.lines.next() {
                 None => return Ok(Next::End),
-                Some(l)
+                Some(Line::TooLarge) => {
+                    return Ok(Next::Bad(ErrorCode::RecordTooLarge, self.lines.too_large()));
+                }
+                Some(Line::Text(l))
                     if l.trim().is_empty()
                         || self.skip_prefixes.iter().any(|p| l.starts_with(p.as_str())) =>
                 {
                     continue;
                 }
-                Some(l) => break l,
+                Some(Line::Text(l)) => break l,
             }
         };
         for (slot, span) in values.iter_mut().zip(&self.spans) {
@@ -58,7 +68,8 @@ impl Records for FixedReader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::formats::test_support::{read_all, row};
+    use crate::error::ErrorCode;
+    use crate::formats::test_support::{read_all, read_all_capped, row};
 
     const FW: &str = r#"
 name: t
@@ -86,6 +97,27 @@ table: { mode: append }
                 row(&[Some("002"), Some("abc"), None]),
                 row(&[Some("03"), None, None]),
             ]
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_and_the_next_one_read() {
+        let text = format!(
+            "HEADER\r\n001abcde42\r\n{}\r\n002fghij43\r\n",
+            "9".repeat(30)
+        );
+        let (rows, messages) = read_all_capped(FW, &text, 12).unwrap();
+        assert_eq!(
+            rows,
+            [
+                row(&[Some("001"), Some("abcde"), Some("42")]),
+                Err(ErrorCode::RecordTooLarge),
+                row(&[Some("002"), Some("fghij"), Some("43")]),
+            ]
+        );
+        assert_eq!(
+            messages,
+            ["the record at line 3 is longer than max_record_bytes (12)"]
         );
     }
 }

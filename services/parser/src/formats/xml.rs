@@ -2,6 +2,12 @@
 //! (one record per document) or each element at `record_element`; fields are element
 //! paths or attributes below it. Only the five predefined entities and character
 //! references are expanded (no DTD entities: no billion laughs).
+//!
+//! Events borrow from the entry's text, so a record's size (from its start tag to its
+//! end tag) is known before anything of it is copied: once a record passes
+//! `max_record_bytes`, its values are dropped and its events only tracked, not
+//! decoded, to its end tag; it is reported as `record_too_large` and the next record
+//! is read. When the record is the whole document, that is the entry's one reject.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +16,7 @@ use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 
-use super::{EntryError, Next, Records};
+use super::{EntryError, Next, Records, too_large};
 use crate::error::ErrorCode;
 
 /// One step of a path: namespace URI (`None` = any) and local name.
@@ -115,6 +121,11 @@ pub(crate) struct XmlReader<'t> {
     /// Fields already complete in this record (first occurrence wins).
     done: Vec<bool>,
     finished: bool,
+    max_record_bytes: usize,
+    /// Where the current record's start tag begins.
+    record_start: u64,
+    /// The current record passed the limit: its events are only tracked to its end.
+    skipping: bool,
 }
 
 fn malformed(e: impl std::fmt::Display, pos: u64) -> EntryError {
@@ -126,7 +137,12 @@ fn malformed(e: impl std::fmt::Display, pos: u64) -> EntryError {
 }
 
 impl<'t> XmlReader<'t> {
-    pub fn new(text: &'t str, o: &XmlOptions, sources: &[Option<&str>]) -> Self {
+    pub fn new(
+        text: &'t str,
+        o: &XmlOptions,
+        sources: &[Option<&str>],
+        max_record_bytes: usize,
+    ) -> Self {
         let mut reader = NsReader::from_str(text);
         reader.config_mut().check_end_names = true;
         let record = XmlPath::parse(o.record_element.as_deref().unwrap_or(""), &o.namespaces);
@@ -143,6 +159,23 @@ impl<'t> XmlReader<'t> {
             record_depth: None,
             done: Vec::new(),
             finished: false,
+            max_record_bytes,
+            record_start: 0,
+            skipping: false,
+        }
+    }
+
+    /// Whether values of the current record are being collected.
+    fn collecting(&self) -> bool {
+        self.record_depth.is_some() && !self.skipping
+    }
+
+    /// Starts skipping the current record if it reaches past `end` and that is over
+    /// the limit; its values so far are dropped.
+    fn check_size(&mut self, end: u64, values: &mut [Option<String>]) {
+        if self.collecting() && end - self.record_start > self.max_record_bytes as u64 {
+            self.skipping = true;
+            values.iter_mut().for_each(|v| *v = None);
         }
     }
 
@@ -151,10 +184,12 @@ impl<'t> XmlReader<'t> {
         self.record_depth.map_or(&[][..], |d| &self.stack[d..])
     }
 
+    /// Opens an element whose start tag spans `pos..end`.
     fn open(
         &mut self,
         start: &BytesStart,
         values: &mut [Option<String>],
+        (pos, end): (u64, u64),
     ) -> Result<(), EntryError> {
         let step = element(&self.reader, start);
         self.stack.push(step);
@@ -166,10 +201,13 @@ impl<'t> XmlReader<'t> {
         }
         if self.record_depth.is_none() && self.record.is_at(&self.stack[1..]) {
             self.record_depth = Some(self.stack.len());
+            self.record_start = pos;
+            self.skipping = false;
             self.done = vec![false; self.fields.len()];
             values.iter_mut().for_each(|v| *v = None);
         }
-        if self.record_depth.is_none() {
+        self.check_size(end, values);
+        if !self.collecting() {
             return Ok(());
         }
         let rel = self.relative().to_vec();
@@ -205,9 +243,6 @@ impl<'t> XmlReader<'t> {
 
     /// Appends text to every element field at the current position.
     fn text(&mut self, text: &str, values: &mut [Option<String>]) {
-        if self.record_depth.is_none() {
-            return;
-        }
         let rel = self.relative();
         for (i, path) in self.fields.iter().enumerate() {
             if let Some(path) = path
@@ -251,24 +286,27 @@ impl Records for XmlReader<'_> {
         loop {
             let pos = self.reader.buffer_position();
             let event = self.reader.read_event().map_err(|e| malformed(e, pos))?;
-            match event {
-                Event::Start(s) => self.open(&s, values)?,
+            let end = self.reader.buffer_position();
+            // Nothing of the event is decoded yet: it is a slice of the entry.
+            self.check_size(end, values);
+            let ends_record = match event {
+                Event::Start(s) => {
+                    self.open(&s, values, (pos, end))?;
+                    false
+                }
                 Event::Empty(s) => {
-                    self.open(&s, values)?;
-                    if self.close() {
-                        return Ok(Next::Record);
+                    self.open(&s, values, (pos, end))?;
+                    self.close()
+                }
+                Event::End(_) => self.close(),
+                Event::Eof => {
+                    self.finished = true;
+                    if !self.stack.is_empty() {
+                        return Err(malformed("document ends inside an element", pos));
                     }
+                    return Ok(Next::End);
                 }
-                Event::End(_) => {
-                    if self.close() {
-                        return Ok(Next::Record);
-                    }
-                }
-                Event::Text(t) => self.text(&t.xml10_content(), values),
-                Event::CData(c) => {
-                    let raw = c.into_inner();
-                    self.text(&raw, values);
-                }
+                // An undefined entity is an error wherever it is (not well formed).
                 Event::GeneralRef(r) => {
                     let resolved = match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
@@ -277,16 +315,34 @@ impl Records for XmlReader<'_> {
                             None => return Err(malformed("undefined entity reference", pos)),
                         },
                     };
-                    self.text(&resolved, values);
-                }
-                Event::Eof => {
-                    self.finished = true;
-                    if !self.stack.is_empty() {
-                        return Err(malformed("document ends inside an element", pos));
+                    if self.collecting() {
+                        self.text(&resolved, values);
                     }
-                    return Ok(Next::End);
+                    false
                 }
-                Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
+                // Text outside a record, or in one being skipped, is not decoded.
+                _ if !self.collecting() => false,
+                Event::Text(t) => {
+                    self.text(&t.xml10_content(), values);
+                    false
+                }
+                Event::CData(c) => {
+                    let raw = c.into_inner();
+                    self.text(&raw, values);
+                    false
+                }
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => false,
+            };
+            if ends_record && self.skipping {
+                self.skipping = false;
+                let at = too_large("byte", self.record_start, self.max_record_bytes);
+                return Ok(Next::Bad(
+                    ErrorCode::RecordTooLarge,
+                    format!("the record {at}"),
+                ));
+            }
+            if ends_record {
+                return Ok(Next::Record);
             }
         }
     }
@@ -295,7 +351,7 @@ impl Records for XmlReader<'_> {
 #[cfg(test)]
 mod tests {
     use crate::error::ErrorCode;
-    use crate::formats::test_support::{read_all, row};
+    use crate::formats::test_support::{read_all, read_all_capped, row};
 
     const ONE: &str = r#"
 name: t
@@ -375,5 +431,63 @@ table: { mode: append }
         assert_eq!(read_all(ONE, "<a>&lol;</a>"), Err(ErrorCode::MalformedXml));
         let deep = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
         assert_eq!(read_all(ONE, &deep), Err(ErrorCode::XmlTooDeep));
+    }
+
+    const RESULTS: &str = r#"
+name: t
+match: { entry: ["*"] }
+format: { type: xml, record_element: "Results/Result" }
+fields:
+  - { name: code, type: string, source: "Code" }
+  - { name: seq, type: string, source: "@seq" }
+table: { mode: append }
+"#;
+
+    #[test]
+    fn a_record_element_over_the_limit_is_skipped_and_the_next_one_read() {
+        let long = "x".repeat(200);
+        let doc = format!(
+            "<Batch><Note>{long}</Note><Results>\
+             <Result seq=\"1\"><Code>A</Code></Result>\
+             <Result seq=\"2\"><Code>B</Code><Text>{long}</Text><Code2/></Result>\
+             <Result seq=\"{long}\"/>\
+             <Result seq=\"4\"><Code>D&amp;</Code></Result></Results></Batch>"
+        );
+        let (rows, messages) = read_all_capped(RESULTS, &doc, 100).unwrap();
+        assert_eq!(
+            rows,
+            [
+                row(&[Some("A"), Some("1")]),
+                Err(ErrorCode::RecordTooLarge),
+                Err(ErrorCode::RecordTooLarge),
+                row(&[Some("D&"), Some("4")]),
+            ]
+        );
+        let second = doc.find("<Result seq=\"2\"").unwrap();
+        assert_eq!(
+            messages[0],
+            format!("the record at byte {second} is longer than max_record_bytes (100)")
+        );
+        // Text outside the records (the long note) counts for no record.
+        assert_eq!(
+            read_all_capped(RESULTS, &doc, 60).unwrap().0[0],
+            row(&[Some("A"), Some("1")])
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_one_record_over_the_limit_is_one_reject() {
+        let doc = format!(
+            r#"<lab:LabResult xmlns:lab="urn:lab" id="1"><lab:Value>{}</lab:Value></lab:LabResult>"#,
+            "5".repeat(500)
+        );
+        let (rows, _) = read_all_capped(ONE, &doc, 200).unwrap();
+        assert_eq!(rows, [Err(ErrorCode::RecordTooLarge)]);
+        // Well-formedness is still checked in a record being skipped.
+        let broken = format!("<R>{}<a></b></R>", "5".repeat(500));
+        assert_eq!(
+            read_all_capped(ONE, &broken, 200).map(|(rows, _)| rows),
+            Err(ErrorCode::MalformedXml)
+        );
     }
 }

@@ -7,6 +7,12 @@
 //! entry over its `max_reject_ratio`, or one that is not well formed, emits nothing but
 //! its dead letter. Only then are records built and sent.
 //!
+//! Records and values over `max_record_bytes` / `max_field_bytes` ([`archive::Limits`])
+//! are rejects of their own record (`record_too_large`, `field_too_large`), like a
+//! record that fails validation: the entry goes on with the next record, and they count
+//! toward the data set's `max_reject_ratio`, so an entry made mostly of them is rejected
+//! whole. The format readers never copy a record over the limit (see `formats`).
+//!
 //! The first walk keeps the entries it unpacked while they add up to at most
 //! [`KEEP_UNPACKED_BYTES`], and the second pass reads them from there instead
 //! of walking the archive again: at the seed's shape (archives of a few kB to
@@ -278,6 +284,7 @@ fn process_entry<S: RecordSink>(
     let ctx = EntryContext {
         input,
         prepared,
+        limits: &env.limits,
         entry,
         ingested_at: format_timestamp(&input.ingested_at),
         ingest_date: input.ingested_at.date_naive().to_string(),
@@ -360,6 +367,7 @@ type Outcome = Result<(String, Vec<u8>), Reject>;
 struct EntryContext<'a> {
     input: &'a FileInput<'a>,
     prepared: &'a Prepared,
+    limits: &'a archive::Limits,
     entry: &'a str,
     /// `input.ingested_at` as written into every record, formatted once.
     ingested_at: String,
@@ -378,7 +386,7 @@ impl EntryContext<'_> {
         emit: bool,
     ) -> Result<Result<(u64, u64), EntryError>, E> {
         let dataset = &self.prepared.dataset;
-        let mut reader = match formats::reader(dataset, text) {
+        let mut reader = match formats::reader(dataset, text, self.limits.max_record_bytes) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -394,7 +402,10 @@ impl EntryContext<'_> {
             let outcome = match next {
                 Next::End => return Ok(Ok((good, bad))),
                 Next::Bad(code, message) => Err(self.reject(code, index, None, message)),
-                Next::Record => self.convert(&mut raw, index, emit),
+                Next::Record => match self.oversized_field(&raw, index) {
+                    Some(reject) => Err(reject),
+                    None => self.convert(&mut raw, index, emit),
+                },
             };
             if outcome.is_ok() {
                 good += 1
@@ -414,6 +425,20 @@ impl EntryContext<'_> {
             field: field.map(str::to_string),
             message,
         }
+    }
+
+    /// The reject of the first value read that is longer than `max_field_bytes`.
+    fn oversized_field(&self, raw: &[Option<String>], index: u64) -> Option<Reject> {
+        let limit = self.limits.max_field_bytes;
+        let (i, len) = raw.iter().enumerate().find_map(|(i, v)| {
+            v.as_ref()
+                .map(String::len)
+                .filter(|&n| n > limit)
+                .map(|n| (i, n))
+        })?;
+        let field = &self.prepared.dataset.fields[i].name;
+        let message = format!("the value has {len} bytes, more than max_field_bytes ({limit})");
+        Some(self.reject(ErrorCode::FieldTooLarge, index, Some(field), message))
     }
 
     fn convert(&self, raw: &mut [Option<String>], index: u64, emit: bool) -> Outcome {

@@ -59,18 +59,16 @@ table: { mode: append, partition_by: [received_on] }
 "#;
 
 fn env(registry: &str) -> ParseEnv {
-    let datasets = [VISITS, NOTES]
+    env_with(&[VISITS, NOTES], registry, Limits::default())
+}
+
+fn env_with(definitions: &[&str], registry: &str, limits: Limits) -> ParseEnv {
+    let datasets = definitions
         .iter()
         .map(|y| Dataset::from_yaml(y, Path::new("t.yaml")).unwrap())
         .collect();
     let registry = Registry::parse(registry, Path::new("f.yaml")).unwrap();
-    ParseEnv::new(
-        datasets,
-        registry,
-        Limits::default(),
-        Some(&Secret::new("k")),
-    )
-    .unwrap()
+    ParseEnv::new(datasets, registry, limits, Some(&Secret::new("k"))).unwrap()
 }
 
 fn run(
@@ -189,20 +187,24 @@ fn refused_records_are_rejects_and_every_entry_is_counted_by_dataset() {
     );
 }
 
-#[test]
-fn reject_ratio_rejects_the_whole_entry() {
-    let (summary, sink) = run("n.txt", b"1|a\nx|b\n3|c\n", &env(""));
-    let summary = summary.unwrap();
+/// Asserts that the one entry was rejected whole for its reject ratio, with `counts`
+/// in the dead letter's message.
+fn assert_over_ratio(summary: &FileSummary, sink: &VecSink, counts: &str) {
     assert!(sink.records.is_empty());
     assert_eq!(summary.rejected_entries, 1);
     assert_eq!(sink.rejects.len(), 1);
     assert_eq!(sink.rejects[0].code, ErrorCode::RejectRatioExceeded);
-    assert!(
-        sink.rejects[0]
-            .message
-            .contains("1 of 3 records rejected (bad_int: 1)"),
-        "{}",
-        sink.rejects[0].message
+    let message = &sink.rejects[0].message;
+    assert!(message.contains(counts), "{message}");
+}
+
+#[test]
+fn reject_ratio_rejects_the_whole_entry() {
+    let (summary, sink) = run("n.txt", b"1|a\nx|b\n3|c\n", &env(""));
+    assert_over_ratio(
+        &summary.unwrap(),
+        &sink,
+        "1 of 3 records rejected (bad_int: 1)",
     );
     // Append key is the file id.
     let (_, sink) = run("n.txt", b"1|a\n", &env(""));
@@ -293,4 +295,136 @@ fn ambiguous_routing_is_reported() {
     let (_, sink) = run("visits.csv", b"VisitId,Seq,Patient\nV,1,P\n", &env);
     assert_eq!(sink.rejects[0].code, ErrorCode::AmbiguousDataset);
     assert!(sink.rejects[0].message.contains("visits, visits2"));
+}
+
+/// One data set per format, all reading `id` and `note`.
+fn every_format() -> Vec<String> {
+    [
+        ("c", "*.csv", "{ type: csv }", "Id", "Note"),
+        (
+            "f",
+            "*.dat",
+            "{ type: fixed_width, columns: [{ name: Id, start: 1, width: 2 }, { name: Note, start: 3, width: 40 }] }",
+            "Id",
+            "Note",
+        ),
+        ("x", "*.xml", "{ type: xml, record_element: R }", "@id", "Note"),
+        ("j", "*.json", "{ type: json }", "id", "note"),
+        ("n", "*.ndjson", "{ type: ndjson }", "id", "note"),
+    ]
+    .iter()
+    .map(|(name, glob, format, id, note)| {
+        format!(
+            "name: {name}\nmatch: {{ entry: [\"{glob}\"] }}\nformat: {format}\n\
+             fields:\n  - {{ name: id, type: int32, source: \"{id}\" }}\n  \
+             - {{ name: note, type: string, source: \"{note}\" }}\ntable: {{ mode: append }}\n"
+        )
+    })
+    .collect()
+}
+
+/// Records 1 and 4 fit; record 2 is over 96 bytes, record 3 has a note over 12.
+fn oversized_entries() -> Vec<(&'static str, String)> {
+    let long = "SECRET".repeat(20);
+    let big = "SECRET-VAL";
+    vec![
+        (
+            "a.csv",
+            format!("Id,Note\n1,ok\n2,{long}\n3,{big}{big}\n4,ok\n"),
+        ),
+        ("a.dat", format!("01ok\n02{long}\n03{big}{big}\n04ok\n")),
+        (
+            "a.xml",
+            format!(
+                "<D><R id=\"1\"><Note>ok</Note></R><R id=\"2\"><Note>{long}</Note></R>\
+                 <R id=\"3\"><Note>{big}{big}</Note></R><R id=\"4\"/></D>"
+            ),
+        ),
+        (
+            "a.json",
+            format!(
+                r#"[{{"id": 1, "note": "ok"}}, {{"id": 2, "note": "{long}"}},
+                   {{"id": 3, "note": "{big}{big}"}}, {{"id": 4}}]"#
+            ),
+        ),
+        (
+            "a.ndjson",
+            format!(
+                "{{\"id\": 1, \"note\": \"ok\"}}\n{{\"id\": 2, \"note\": \"{long}\"}}\n\
+                 {{\"id\": 3, \"note\": \"{big}{big}\"}}\n{{\"id\": 4}}\n"
+            ),
+        ),
+    ]
+}
+
+fn capped_limits() -> Limits {
+    Limits {
+        max_record_bytes: 96,
+        max_field_bytes: 12,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn oversized_records_and_values_reject_only_their_record_in_every_format() {
+    let definitions = every_format();
+    let definitions: Vec<&str> = definitions.iter().map(String::as_str).collect();
+    let env = env_with(&definitions, "", capped_limits());
+    let entries = oversized_entries();
+    let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, t)| (*n, t.as_bytes())).collect();
+    let z = pack::zip(&refs, true, Protection::None);
+    let (summary, sink) = run("f.zip", &z, &env);
+    let summary = summary.unwrap();
+    for dataset in ["c", "f", "x", "j", "n"] {
+        assert_eq!(summary.records[dataset], 2, "{dataset}");
+        let ids: Vec<_> = sink
+            .records
+            .iter()
+            .filter(|(d, _, _)| d == dataset)
+            .map(|(_, _, r)| (r["id"].clone(), r["_record_index"].clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            [(1.into(), 1.into()), (4.into(), 4.into())],
+            "{dataset}"
+        );
+    }
+    let rejects: Vec<_> = sink
+        .rejects
+        .iter()
+        .map(|r| (r.entry.as_str(), r.code, r.index, r.field.as_deref()))
+        .collect();
+    let mut expected = Vec::new();
+    for (entry, _) in &entries {
+        expected.push((*entry, ErrorCode::RecordTooLarge, Some(2), None));
+        expected.push((*entry, ErrorCode::FieldTooLarge, Some(3), Some("note")));
+    }
+    assert_eq!(rejects, expected);
+    assert_eq!(summary.rejected_records, 10);
+    assert_eq!(summary.rejected_entries, 0);
+    for r in &sink.rejects {
+        assert!(!r.message.contains("SECRET"), "no value in {r}");
+    }
+    assert_eq!(
+        sink.rejects[1].message,
+        "the value has 20 bytes, more than max_field_bytes (12)"
+    );
+    assert!(
+        sink.rejects[0]
+            .message
+            .contains("is longer than max_record_bytes (96)"),
+        "{}",
+        sink.rejects[0].message
+    );
+}
+
+#[test]
+fn oversized_records_count_toward_the_reject_ratio() {
+    let definitions = every_format();
+    let env = env_with(&[definitions[0].as_str()], "", capped_limits());
+    let long = "x".repeat(200);
+    let csv = format!("Id,Note\n1,ok\n2,{long}\n3,{long}\n");
+    let (summary, sink) = run("a.csv", csv.as_bytes(), &env);
+    let counts = "2 of 3 records rejected (record_too_large: 2)";
+    assert_over_ratio(&summary.unwrap(), &sink, counts);
 }
