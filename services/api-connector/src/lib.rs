@@ -77,6 +77,13 @@ pub async fn run(
     upload_limits
         .check(config.max_body_bytes)
         .map_err(|message| ApiConnectorError::Limits { message })?;
+    if upload_limits.one_facility_fills_memory(config.max_body_bytes) {
+        tracing::warn!(
+            "One facility at its share of uploads (max_uploads_per_facility) can hold all of \
+             max_upload_memory_bytes and keep the other facilities out; lower the one or raise \
+             the other."
+        );
+    }
     let certificates = match config.tls.as_ref() {
         None => return Err(ApiConnectorError::TlsNotConfigured),
         Some(TlsConfig::None) => None,

@@ -32,11 +32,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use medlake_common::{Shutdown, metrics};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::metrics::TLS_HANDSHAKES_FAILED;
 
 /// How connections are spoken to.
 #[derive(Clone)]
@@ -102,24 +105,13 @@ pub async fn serve(
             match transport {
                 Transport::Plain => serve_connection(stream, service, limits, stop).await,
                 Transport::Tls(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    let stream = tokio::select! {
-                        done = handshake => match done {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%error, "TLS handshake failed; connection closed.");
-                                crate::metrics::TLS_HANDSHAKES_FAILED.with_label_values(&["error"]).inc();
-                                return;
-                            }
-                            Err(_) => {
-                                crate::metrics::TLS_HANDSHAKES_FAILED.with_label_values(&["timeout"]).inc();
-                                return;
-                            }
-                        },
-                        () = stop.cancelled() => return,
+                    let secured = tokio::select! {
+                        secured = handshake(acceptor, stream, limits.header_read_timeout) => secured,
+                        () = stop.cancelled() => None,
                     };
-                    serve_connection(stream, service, limits, stop).await;
+                    if let Some(stream) = secured {
+                        serve_connection(stream, service, limits, stop).await;
+                    }
                 }
             }
         });
@@ -136,6 +128,27 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// The TLS handshake of a new connection, within `timeout`; `None` (and
+/// counted) when it fails or takes longer.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed; connection closed.");
+            TLS_HANDSHAKES_FAILED.with_label_values(&["error"]).inc();
+            None
+        }
+        Err(_) => {
+            TLS_HANDSHAKES_FAILED.with_label_values(&["timeout"]).inc();
+            None
+        }
+    }
 }
 
 /// Serves HTTP/1.1 on one connection until it closes, or until `stop`

@@ -69,6 +69,14 @@ impl UploadLimits {
         self.cost(inline_max, None).max(max_body_bytes)
     }
 
+    /// Whether one facility at its share can hold the whole memory budget,
+    /// and so keep the others out.
+    pub fn one_facility_fills_memory(&self, max_body_bytes: usize) -> bool {
+        self.max_per_facility
+            .saturating_mul(self.worst_cost(max_body_bytes))
+            >= self.max_memory_bytes
+    }
+
     /// Limits that can never take a file of `max_body_bytes`, or no upload
     /// at all, are a configuration error.
     pub fn check(&self, max_body_bytes: usize) -> Result<(), String> {
@@ -319,6 +327,9 @@ mod tests {
         assert_eq!(limits(0).worst_cost(64 * MIB), 64 * MIB);
         assert_eq!(limits(0).worst_cost(10 * MIB), 30 * MIB);
         assert!(limits(64 * MIB).check(64 * MIB).is_ok());
+        // Two uploads of 64 MiB per facility fill 128 MiB, not 129.
+        assert!(limits(128 * MIB).one_facility_fills_memory(64 * MIB));
+        assert!(!limits(129 * MIB).one_facility_fills_memory(64 * MIB));
         let err = limits(63 * MIB).check(64 * MIB).unwrap_err();
         assert!(err.contains("max_upload_memory_bytes"), "{err}");
         let none = UploadLimits {
