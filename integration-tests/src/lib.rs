@@ -88,12 +88,15 @@ pub fn medlake_bin() -> PathBuf {
 }
 
 /// A `medlake` command with the broker and topic prefix of a test set in
-/// its environment, and no inherited configuration file.
+/// its environment, and no inherited configuration file. The push API
+/// serves plain HTTP (`MEDLAKE_API_CONNECTOR__TLS=none`) unless a test
+/// removes that and names certificate files.
 pub fn medlake(topics: &TopicsConfig) -> Command {
     let mut command = Command::new(medlake_bin());
     command
         .current_dir(repo_root())
         .env_remove("MEDLAKE_CONFIG")
+        .env("MEDLAKE_API_CONNECTOR__TLS", "none")
         .env("KAFKA_BROKERS", brokers())
         .env("MEDLAKE_TOPICS__PREFIX", &topics.prefix)
         .env("MEDLAKE_TOPICS__PARTITIONS", topics.partitions.to_string());

@@ -109,6 +109,8 @@ The pod template every medlake workload shares. Arguments (dict):
   ports      extra container ports (list of ContainerPort)
   resources  the container's resources
   probes     whether to add liveness/readiness probes (long-running services)
+  volumes    extra volumes (list of Volume), with
+  mounts     their mounts in the container (list of VolumeMount)
   restartPolicy  (jobs) OnFailure
 */}}
 {{- define "medlake.podTemplate" -}}
@@ -221,6 +223,9 @@ spec:
           mountPath: {{ .mountPath }}
           readOnly: true
         {{- end }}
+        {{- with .mounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: config
       {{- if $v.existingConfigSecret }}
@@ -243,6 +248,9 @@ spec:
       secret:
         secretName: {{ .secretName }}
     {{- end }}
+    {{- with .volumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
@@ -255,4 +263,9 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/* The Secret holding the push API's certificate. */}}
+{{- define "medlake.apiTlsSecret" -}}
+{{- default (printf "%s-api-tls" (include "medlake.fullname" .)) .Values.apiConnector.tls.secretName }}
 {{- end }}

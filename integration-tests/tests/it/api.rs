@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,26 +34,30 @@ async fn ensure_topics(config: &TopicsConfig) {
 }
 
 /// A running `medlake api-connector` and where to reach it.
-struct Connector {
-    child: ChildGuard,
-    base: String,
+pub(crate) struct Connector {
+    pub(crate) child: ChildGuard,
+    /// `http://127.0.0.1:port`, or `https://…` when it serves TLS.
+    pub(crate) base: String,
     admin: String,
     log: PathBuf,
 }
 
 /// What a test gives the connector.
-struct Setup<'a> {
-    topics: &'a TopicsConfig,
-    lake: &'a Path,
-    facilities: &'a Path,
-    env: &'a [(&'a str, &'a str)],
-    log: PathBuf,
+pub(crate) struct Setup<'a> {
+    pub(crate) topics: &'a TopicsConfig,
+    pub(crate) lake: &'a Path,
+    pub(crate) facilities: &'a Path,
+    pub(crate) env: &'a [(&'a str, &'a str)],
+    pub(crate) log: PathBuf,
+    /// Serve HTTPS with `tls.crt` and `tls.key` of this folder (re-read
+    /// every 200 ms); plain HTTP when `None`.
+    pub(crate) tls: Option<&'a Path>,
 }
 
 impl Connector {
     /// Starts the connector (debug logs to `setup.log`) and waits until it
-    /// answers HTTP.
-    async fn start(setup: &Setup<'_>) -> Self {
+    /// is ready.
+    pub(crate) async fn start(setup: &Setup<'_>) -> Self {
         let port = free_port();
         let admin_port = free_port();
         let log = File::options()
@@ -71,13 +75,21 @@ impl Connector {
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        if let Some(dir) = setup.tls {
+            command
+                .env_remove("MEDLAKE_API_CONNECTOR__TLS")
+                .env("MEDLAKE_API_CONNECTOR__TLS__CERT_FILE", dir.join("tls.crt"))
+                .env("MEDLAKE_API_CONNECTOR__TLS__KEY_FILE", dir.join("tls.key"))
+                .env("MEDLAKE_API_CONNECTOR__TLS__RELOAD_INTERVAL_MS", "200");
+        }
         for (k, v) in setup.env {
             command.env(k, v);
         }
         let child = ChildGuard::spawn(command);
+        let scheme = if setup.tls.is_some() { "https" } else { "http" };
         let connector = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             log: setup.log.clone(),
         };
@@ -91,11 +103,16 @@ impl Connector {
         connector
     }
 
-    fn logs(&self) -> String {
+    /// `127.0.0.1:port` of the push API.
+    pub(crate) fn address(&self) -> &str {
+        self.base.split("://").nth(1).unwrap_or(&self.base)
+    }
+
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.admin))
             .await
             .unwrap()
@@ -112,17 +129,17 @@ fn write_facilities(dir: &Path, yaml: &str) -> PathBuf {
 }
 
 /// Two pushing facilities, A and B, with keys in environment variables.
-struct PushFixture {
-    topics: TopicsConfig,
-    dir: tempfile::TempDir,
-    key_a: String,
-    key_b: String,
+pub(crate) struct PushFixture {
+    pub(crate) topics: TopicsConfig,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) key_a: String,
+    pub(crate) key_b: String,
     env_a: String,
     env_b: String,
 }
 
 impl PushFixture {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let topics = topics_config();
         ensure_topics(&topics).await;
         let dir = tempfile::tempdir().unwrap();
@@ -144,7 +161,17 @@ impl PushFixture {
         }
     }
 
-    async fn start(&self, extra_env: &[(&str, &str)]) -> Connector {
+    pub(crate) async fn start(&self, extra_env: &[(&str, &str)]) -> Connector {
+        self.start_with(extra_env, None).await
+    }
+
+    /// Starts the connector; with `tls`, serving HTTPS with the certificate
+    /// files of that folder.
+    pub(crate) async fn start_with(
+        &self,
+        extra_env: &[(&str, &str)],
+        tls: Option<&Path>,
+    ) -> Connector {
         let mut env = vec![
             (self.env_a.as_str(), self.key_a.as_str()),
             (self.env_b.as_str(), self.key_b.as_str()),
@@ -156,16 +183,17 @@ impl PushFixture {
             facilities: &self.dir.path().join("facilities.yaml"),
             env: &env,
             log: self.dir.path().join("connector.log"),
+            tls,
         })
         .await
     }
 
-    fn lake(&self) -> PathBuf {
+    pub(crate) fn lake(&self) -> PathBuf {
         self.dir.path().join("lake")
     }
 }
 
-async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+pub(crate) async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
     let body: Value = response.json().await.expect("a JSON body");
     (status, body)
@@ -439,6 +467,22 @@ async fn push_refusals_are_clear_json_errors_and_publish_nothing() {
             "{what}"
         );
     }
+    // A part whose headers take 1 MiB: refused once 16 KiB of them are read.
+    let started = std::time::Instant::now();
+    let (status, answer) = exchange(
+        connector.address(),
+        multipart_request_with_part_header(&fx.key_a, 1 << 20),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("part_header_too_large"), "{answer}");
+    assert!(
+        took < Duration::from_secs(2),
+        "a 1 MiB part header took {took:?}"
+    );
+    eprintln!("api: a multipart part header of 1 MiB refused in {took:?}");
+
     // The right facility named explicitly is fine.
     let response = client
         .put(format!("{}/v1/facilities/FA/files/a.zip", connector.base))
@@ -458,9 +502,63 @@ async fn push_refusals_are_clear_json_errors_and_publish_nothing() {
         "route=\"/v1/files/{name}\",status=\"422\"} 1",
         "route=\"/v1/facilities/{facility_id}/files/{name}\",status=\"403\"} 1",
         "route=\"/v1/files\",status=\"413\"} 1",
+        "route=\"/v1/files\",status=\"400\"} 2",
     ] {
         assert!(metrics.contains(needle), "{needle} in\n{metrics}");
     }
+}
+
+/// A multipart `POST /v1/files` with `key` whose file part carries a
+/// header line of `header_bytes`.
+fn multipart_request_with_part_header(key: &str, header_bytes: usize) -> Vec<u8> {
+    let body = format!(
+        "--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\n\
+         X-Padding: {}\r\n\r\nPK\r\n--xyz--\r\n",
+        "a".repeat(header_bytes)
+    );
+    format!(
+        "POST /v1/files HTTP/1.1\r\nHost: medlake\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `request` on a new connection and reads the answer to its end
+/// (within 10 s). Writing stops without failing when the server answers
+/// and closes first, as it does when it refuses a body it has not read.
+/// Returns the status code (0 when the answer is not HTTP) and the answer.
+pub(crate) async fn exchange(address: &str, request: Vec<u8>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        for piece in request.chunks(16 * 1024) {
+            if writer.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        // Kept open until the answer is read.
+        writer
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buffer).await {
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the answer did not end within 10 s");
+    drop(writing.await);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
 
 fn futures_stream(
@@ -586,6 +684,7 @@ async fn pull_resumes_from_the_persisted_cursor_after_a_kill() {
         facilities: &facilities,
         env: &[(token_env.as_str(), token.as_str())],
         log: dir.path().join("connector.log"),
+        tls: None,
     };
 
     // First run: page 1 is ingested and its cursor stored.
@@ -710,6 +809,7 @@ async fn secrets_never_reach_the_logs() {
             (token_env.as_str(), token.as_str()),
         ],
         log: dir.path().join("connector.log"),
+        tls: None,
     };
     let mut connector = Connector::start(&setup).await;
     let client = reqwest::Client::new();
@@ -770,40 +870,60 @@ async fn a_shared_key_or_an_inline_secret_stops_the_start_without_echoing_it() {
     ];
     for (yaml, expected) in cases {
         let facilities = write_facilities(dir.path(), &yaml);
-        let log = dir.path().join("start.log");
-        let mut command = medlake(&topics);
-        command
-            .arg("api-connector")
-            .env("MEDLAKE_LAKE_URI", dir.path().join("lake"))
-            .env("MEDLAKE_FACILITIES_FILE", &facilities)
-            .env(
-                "MEDLAKE_API_CONNECTOR__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env(
-                "MEDLAKE_ADMIN__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env(&env, &key)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::from(File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                File::options().append(true).open(&log).unwrap(),
-            ));
-        let mut child = ChildGuard::spawn(command);
-        let status = eventually(Duration::from_secs(30), "the start to fail", || {
-            let exited = child.0.try_wait().unwrap();
-            async move { exited }
-        })
+        let printed = failed_start(
+            api_connector_command(&topics, dir.path(), &facilities),
+            &dir.path().join("start.log"),
+            &[(&env, &key)],
+        )
         .await;
-        let printed = std::fs::read_to_string(&log).unwrap();
-        assert!(!status.success(), "it started: {printed}");
         assert!(printed.contains(expected), "{printed}");
         assert!(
             !printed.contains(&key),
             "the key is in the output: {printed}"
         );
     }
+}
+
+/// `medlake api-connector` with a lake in `dir` and the registry
+/// `facilities`, on free ports.
+pub(crate) fn api_connector_command(
+    topics: &TopicsConfig,
+    dir: &Path,
+    facilities: &Path,
+) -> Command {
+    let mut command = medlake(topics);
+    command
+        .arg("api-connector")
+        .env("MEDLAKE_LAKE_URI", dir.join("lake"))
+        .env("MEDLAKE_FACILITIES_FILE", facilities)
+        .env(
+            "MEDLAKE_API_CONNECTOR__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "MEDLAKE_ADMIN__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("RUST_LOG", "debug");
+    command
+}
+
+/// Runs `command` (with `env` added) expecting it to fail at start; returns
+/// what it printed (kept in `log`).
+pub(crate) async fn failed_start(mut command: Command, log: &Path, env: &[(&str, &str)]) -> String {
+    command
+        .envs(env.iter().copied())
+        .stdout(Stdio::from(File::create(log).unwrap()))
+        .stderr(Stdio::from(File::options().append(true).open(log).unwrap()));
+    let mut child = ChildGuard::spawn(command);
+    let status = eventually(Duration::from_secs(30), "the start to fail", || {
+        let exited = child.0.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    let printed = std::fs::read_to_string(log).unwrap();
+    assert!(!status.success(), "it started: {printed}");
+    printed
 }
 
 /// A pull endpoint on an internal address (here loopback) is refused before
@@ -828,6 +948,7 @@ async fn a_pull_endpoint_on_an_internal_address_is_never_asked_unless_allowed() 
         facilities: &facilities,
         env: &[(token_env.as_str(), token.as_str())],
         log: dir.path().join("connector.log"),
+        tls: None,
     })
     .await;
     eventually(TIMEOUT, "the refusal in the log", || {
@@ -844,7 +965,7 @@ async fn a_pull_endpoint_on_an_internal_address_is_never_asked_unless_allowed() 
 }
 
 /// Pushes a small file as `name` with `key` and asserts the 202.
-async fn assert_upload_served(connector: &Connector, key: &str, name: &str) {
+pub(crate) async fn assert_upload_served(connector: &Connector, key: &str, name: &str) {
     let response = reqwest::Client::new()
         .put(format!("{}/v1/files/{name}", connector.base))
         .bearer_auth(key)
@@ -858,7 +979,7 @@ async fn assert_upload_served(connector: &Connector, key: &str, name: &str) {
 /// Reads from `stream` until the server closes it (EOF or reset) or
 /// `limit` passes, writing one byte of `drip` every 200 ms meanwhile (none
 /// when empty); returns how long the connection lived.
-async fn lifetime(
+pub(crate) async fn lifetime(
     mut stream: tokio::net::TcpStream,
     drip: &'static [u8],
     limit: Duration,

@@ -2,6 +2,8 @@
 //! real broker (see the harness in `integration-tests/src/lib.rs`).
 
 mod api;
+mod api_limits;
+mod api_tls;
 mod e2e;
 mod ftp;
 mod kafka;

@@ -1,9 +1,12 @@
 //! The `api_connector` section of the configuration file.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use medlake_common::ingest::IngestConfig;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Settings of `medlake api-connector`. Pull endpoints themselves are listed
 /// per facility in the facility registry (`http_pull`).
@@ -14,14 +17,30 @@ pub struct ApiConnectorConfig {
     /// `POST /v1/files`); port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// How the push API is served: `{ cert_file, key_file }` for HTTPS, or
+    /// `none` for plain HTTP. Required: without it the api-connector does
+    /// not start, so cleartext is always a choice someone wrote down.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Largest file accepted by the push API, in bytes; a larger body is
     /// answered 413 without being buffered.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Uploads handled at once; one more is answered `503` with
-    /// `Retry-After`. Bounds memory to about this times `max_body_bytes`.
+    /// Uploads handled at once, all facilities together; one more is
+    /// answered `503` with `Retry-After`.
     #[serde(default = "default_max_concurrent_uploads")]
     pub max_concurrent_uploads: usize,
+    /// Uploads one facility may have in progress at once; one more is
+    /// answered `429` with `Retry-After`, while other facilities are still
+    /// served.
+    #[serde(default = "default_max_uploads_per_facility")]
+    pub max_uploads_per_facility: usize,
+    /// Memory all uploads in progress may hold, in bytes: the received
+    /// bytes of each, three times over for a file that goes inline to Kafka
+    /// (the producer's copy and its compressed batch). An upload that
+    /// would pass it is answered `503` with `Retry-After`.
+    #[serde(default = "default_max_upload_memory_bytes")]
+    pub max_upload_memory_bytes: usize,
     /// Time a client has to send a request's headers, on a new connection
     /// and between the requests of a kept-alive one (which it also closes
     /// when idle), in milliseconds.
@@ -50,6 +69,65 @@ pub struct ApiConnectorConfig {
     /// Raw zone and Kafka publishing (inline size limit, queue timeout).
     #[serde(default)]
     pub ingest: IngestConfig,
+}
+
+/// How the push API is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsConfig {
+    /// Plain HTTP (`tls: none`): for local development and tests, or behind
+    /// a proxy that terminates TLS on the same host.
+    None,
+    /// HTTPS with the certificate in these files.
+    Files(TlsFiles),
+}
+
+/// The certificate the push API serves, reloaded when the files change.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the two files are read for a new certificate, in
+    /// milliseconds. A new pair that does not load is logged and the
+    /// previous certificate stays in service.
+    #[serde(default = "default_tls_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+impl Serialize for TlsConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TlsConfig::None => serializer.serialize_str("none"),
+            TlsConfig::Files(files) => files.serialize(serializer),
+        }
+    }
+}
+
+/// `none`, or a map with the files.
+impl<'de> Deserialize<'de> for TlsConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TlsVisitor;
+        impl<'de> Visitor<'de> for TlsVisitor {
+            type Value = TlsConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`none` or `{ cert_file, key_file }`")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<TlsConfig, E> {
+                if value == "none" {
+                    Ok(TlsConfig::None)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(value), &self))
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<TlsConfig, M::Error> {
+                TlsFiles::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(TlsConfig::Files)
+            }
+        }
+        deserializer.deserialize_any(TlsVisitor)
+    }
 }
 
 /// Request and retry settings of the pull side.
@@ -105,7 +183,16 @@ fn default_max_body_bytes() -> usize {
     64 * 1024 * 1024
 }
 fn default_max_concurrent_uploads() -> usize {
-    32
+    128
+}
+fn default_max_uploads_per_facility() -> usize {
+    4
+}
+fn default_max_upload_memory_bytes() -> usize {
+    512 * 1024 * 1024
+}
+fn default_tls_reload_interval_ms() -> u64 {
+    5_000
 }
 fn default_recent_files() -> usize {
     100_000
@@ -130,8 +217,11 @@ impl Default for ApiConnectorConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tls: None,
             max_body_bytes: default_max_body_bytes(),
             max_concurrent_uploads: default_max_concurrent_uploads(),
+            max_uploads_per_facility: default_max_uploads_per_facility(),
+            max_upload_memory_bytes: default_max_upload_memory_bytes(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             body_chunk_timeout_ms: default_body_chunk_timeout_ms(),
             max_header_bytes: default_max_header_bytes(),
@@ -167,6 +257,40 @@ mod tests {
         assert!(c.pull.max_file_bytes >= 64 * 1024 * 1024);
         assert_eq!(c.listen.port(), 8080);
         assert!(c.pull.max_attempts >= 1);
+    }
+
+    #[test]
+    fn tls_is_none_or_a_pair_of_files_and_has_no_default() {
+        let c: ApiConnectorConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(c.tls, None);
+        let c: ApiConnectorConfig = serde_yaml::from_str("tls:").unwrap();
+        assert_eq!(c.tls, None);
+        let c: ApiConnectorConfig = serde_yaml::from_str("tls: none").unwrap();
+        assert_eq!(c.tls, Some(TlsConfig::None));
+        let c: ApiConnectorConfig =
+            serde_yaml::from_str("tls: { cert_file: /c.pem, key_file: /k.pem }").unwrap();
+        let Some(TlsConfig::Files(files)) = &c.tls else {
+            panic!("{:?}", c.tls)
+        };
+        assert_eq!(files.cert_file, PathBuf::from("/c.pem"));
+        assert_eq!(files.reload_interval_ms, 5_000);
+        // Written back the way it was read.
+        let yaml = serde_yaml::to_string(&c.tls).unwrap();
+        let again: Option<TlsConfig> = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(again, c.tls);
+        assert_eq!(serde_yaml::to_string(&TlsConfig::None).unwrap(), "none\n");
+
+        for bad in [
+            "tls: off",
+            "tls: { cert_file: /c.pem }",
+            "tls: { cert: /c.pem, key_file: /k }",
+        ] {
+            let err = serde_yaml::from_str::<ApiConnectorConfig>(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("tls") || err.to_string().contains("cert"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,16 @@ pub enum ApiConnectorError {
     },
     #[error("the push API server failed: {source}")]
     Serve { source: std::io::Error },
+    #[error(
+        "api_connector.tls is not set: give the push API its certificate \
+         (`tls: {{ cert_file: ..., key_file: ... }}`, or MEDLAKE_API_CONNECTOR__TLS__CERT_FILE and \
+         __KEY_FILE), or choose plain HTTP explicitly (`tls: none`, MEDLAKE_API_CONNECTOR__TLS=none)"
+    )]
+    TlsNotConfigured,
+    #[error("push API TLS: {source}")]
+    Tls { source: crate::tls::TlsError },
+    #[error("{message}")]
+    Limits { message: String },
 }
 
 impl Classify for ApiConnectorError {

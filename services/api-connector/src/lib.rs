@@ -21,16 +21,20 @@
 //! a file is hashed once, off the async runtime when it is large
 //! ([`medlake_common::ingest::RawFile::identify`]); that id answers a re-sent
 //! file and goes along to the ingest step, which writes and publishes the
-//! whole file. Memory is bounded by the limit times `max_concurrent_uploads`
-//! (one more upload is answered `503` with `Retry-After`).
+//! whole file. What all uploads together hold is bounded by a memory budget,
+//! and each facility gets a share of the upload slots ([`push::slots`]).
+//! The push API serves TLS itself ([`tls`]); plain HTTP only when the
+//! configuration says `tls: none`.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pull;
 pub mod push;
 pub mod recent;
 pub mod serve;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,13 +45,16 @@ use medlake_common::ingest::Ingestor;
 use medlake_common::{Context, Shutdown};
 use tokio::task::JoinSet;
 
-pub use config::{ApiConnectorConfig, PullConfig};
+pub use config::{ApiConnectorConfig, PullConfig, TlsConfig, TlsFiles};
 pub use error::ApiConnectorError;
 
 use crate::auth::KeyIndex;
 use crate::pull::{EndpointPuller, Fetcher};
 use crate::push::PushState;
+use crate::push::slots::{UploadLimits, UploadSlots};
 use crate::recent::RecentFiles;
+use crate::serve::Transport;
+use crate::tls::CertificateStore;
 
 /// How long open requests may take to finish after a stop signal.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
@@ -62,6 +69,38 @@ pub async fn run(
     config: ApiConnectorConfig,
     shutdown: Shutdown,
 ) -> Result<(), ApiConnectorError> {
+    let upload_limits = UploadLimits {
+        max_uploads: config.max_concurrent_uploads,
+        max_per_facility: config.max_uploads_per_facility,
+        max_memory_bytes: config.max_upload_memory_bytes,
+        inline_limit_bytes: config.ingest.inline_limit_bytes,
+    };
+    upload_limits
+        .check(config.max_body_bytes)
+        .map_err(|message| ApiConnectorError::Limits { message })?;
+    if upload_limits.one_facility_fills_memory(config.max_body_bytes) {
+        tracing::warn!(
+            "One facility at its share of uploads (max_uploads_per_facility) can hold all of \
+             max_upload_memory_bytes and keep the other facilities out; lower the one or raise \
+             the other."
+        );
+    }
+    let certificates = match config.tls.as_ref() {
+        None => return Err(ApiConnectorError::TlsNotConfigured),
+        Some(TlsConfig::None) => None,
+        Some(TlsConfig::Files(files)) => Some(
+            CertificateStore::load(files.clone())
+                .map_err(|source| ApiConnectorError::Tls { source })?,
+        ),
+    };
+    let transport = match &certificates {
+        None => Transport::Plain,
+        Some(store) => Transport::Tls(
+            store
+                .acceptor()
+                .map_err(|source| ApiConnectorError::Tls { source })?,
+        ),
+    };
     let registry = Registry::load(&ctx.facilities_file)
         .map_err(|source| ApiConnectorError::Registry { source })?;
     let (keys, skipped) =
@@ -95,7 +134,7 @@ pub async fn run(
         recent,
         ingestor,
         max_body_bytes: config.max_body_bytes,
-        uploads: tokio::sync::Semaphore::new(config.max_concurrent_uploads),
+        slots: UploadSlots::new(upload_limits),
     }));
 
     let stop = shutdown.child_token();
@@ -104,7 +143,20 @@ pub async fn run(
     for puller in pullers {
         tasks.spawn(puller.run(stop.clone()));
     }
-    tracing::info!(%addr, facilities, endpoints, "Push API listening.");
+    if let Some(store) = certificates {
+        tasks.spawn(store.watch(stop.clone()));
+    } else {
+        tracing::warn!(
+            %addr,
+            "The push API serves plain HTTP (api_connector.tls: none): API keys and files cross the network unencrypted."
+        );
+    }
+    let scheme = if matches!(transport, Transport::Plain) {
+        "http"
+    } else {
+        "https"
+    };
+    tracing::info!(%addr, scheme, facilities, endpoints, "Push API listening.");
     ctx.health.set_ready(true);
     let limits = serve::ServerLimits {
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
@@ -112,7 +164,15 @@ pub async fn run(
         max_header_bytes: config.max_header_bytes,
         max_connections: config.max_connections,
     };
-    let served = serve::serve(listener, app, limits, stop.clone(), SHUTDOWN_DRAIN).await;
+    let served = serve::serve(
+        listener,
+        transport,
+        app,
+        limits,
+        stop.clone(),
+        SHUTDOWN_DRAIN,
+    )
+    .await;
     ctx.health.set_ready(false);
     stop.cancel();
     while tasks.join_next().await.is_some() {}

@@ -1,5 +1,11 @@
 //! The push API's HTTP server, with the limits a public endpoint needs:
 //!
+//! - **TLS** ([`crate::tls`]) unless plain HTTP was chosen: the handshake
+//!   must finish within `header_read_timeout_ms` (a client that opens a
+//!   connection and never sends its ClientHello is closed), and a
+//!   connection in its handshake holds one of the `max_connections`.
+//!   Anything that is not TLS (plain HTTP sent to the HTTPS port) fails
+//!   the handshake and is closed.
 //! - **HTTP/1.1 only.** Uploads gain nothing from HTTP/2's multiplexing,
 //!   and protocol detection (reading a preface before any timer runs) would
 //!   let a connection that sends nothing stay open.
@@ -25,10 +31,24 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use medlake_common::{Shutdown, metrics};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::metrics::TLS_HANDSHAKES_FAILED;
+
+/// How connections are spoken to.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain HTTP (`api_connector.tls: none`).
+    Plain,
+    /// HTTPS: a TLS handshake first.
+    Tls(TlsAcceptor),
+}
 
 /// The server's limits (from [`crate::config::ApiConnectorConfig`]).
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +66,7 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// (up to `drain`).
 pub async fn serve(
     listener: TcpListener,
+    transport: Transport,
     app: Router,
     limits: ServerLimits,
     stop: Shutdown,
@@ -78,20 +99,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let stop = stop.clone();
+        let transport = transport.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match transport {
+                Transport::Plain => serve_connection(stream, service, limits, stop).await,
+                Transport::Tls(acceptor) => {
+                    let secured = tokio::select! {
+                        secured = handshake(acceptor, stream, limits.header_read_timeout) => secured,
+                        () = stop.cancelled() => None,
+                    };
+                    if let Some(stream) = secured {
+                        serve_connection(stream, service, limits, stop).await;
+                    }
                 }
             }
         });
@@ -108,4 +128,51 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// The TLS handshake of a new connection, within `timeout`; `None` (and
+/// counted) when it fails or takes longer.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed; connection closed.");
+            TLS_HANDSHAKES_FAILED.with_label_values(&["error"]).inc();
+            None
+        }
+        Err(_) => {
+            TLS_HANDSHAKES_FAILED.with_label_values(&["timeout"]).inc();
+            None
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, or until `stop`
+/// (then the request in progress finishes).
+async fn serve_connection<S>(
+    stream: S,
+    service: TowerToHyperService<Router>,
+    limits: ServerLimits,
+    stop: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }

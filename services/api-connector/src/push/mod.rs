@@ -4,25 +4,28 @@
 //!
 //! Order of checks: the key (401), the facility it belongs to against any
 //! facility the request names in `X-Facility-Id` or the path (403), the file
-//! name (400), the body against `max_body_bytes` while it streams in (413),
-//! an empty body (422). Only then is the file written to the raw zone and
-//! published, and `202` answered once Kafka acked it.
+//! name (400), an upload slot for the facility ([`slots`]: 429 when the
+//! facility has its share in progress, 503 when all facilities together
+//! have the slots or memory), the body against `max_body_bytes` while it
+//! streams in (413), an empty body (422). Only then is the file written to
+//! the raw zone and published, and `202` answered once Kafka acked it.
 
 mod body;
+mod multipart;
 mod reply;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Multipart, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{post, put};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::Utc;
 use medlake_common::events::{Event, WorkFailed};
 use medlake_common::ingest::{Ingestor, RawFile};
@@ -32,13 +35,12 @@ use medlake_common::{Classify, ErrorKind, metrics};
 use crate::auth::{KeyIndex, presented_key};
 use crate::recent::RecentFiles;
 pub use body::{BodyError, NameError, read_limited, validate_file_name};
+pub use multipart::MAX_PART_HEADER_BYTES;
 pub use reply::{Accepted, ApiError};
+use slots::{UploadSlot, UploadSlots};
 
 /// Header a client may set to say which facility it pushes for.
 pub const FACILITY_HEADER: &str = "x-facility-id";
-
-/// Room for multipart boundaries and part headers above `max_body_bytes`.
-const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// What the push handlers share.
 pub struct PushState {
@@ -50,15 +52,12 @@ pub struct PushState {
     pub ingestor: Arc<Ingestor>,
     /// Largest accepted file.
     pub max_body_bytes: usize,
-    /// One permit per upload in progress (body read, raw zone, Kafka).
-    pub uploads: tokio::sync::Semaphore,
+    /// Room for uploads in progress (body read, raw zone, Kafka).
+    pub slots: Arc<UploadSlots>,
 }
 
 /// The push routes, with request metrics.
 pub fn router(state: Arc<PushState>) -> Router {
-    let multipart_limit = state
-        .max_body_bytes
-        .saturating_add(MULTIPART_OVERHEAD_BYTES);
     Router::new()
         .route("/v1/files/{name}", put(put_file))
         .route(
@@ -66,7 +65,6 @@ pub fn router(state: Arc<PushState>) -> Router {
             put(put_facility_file),
         )
         .route("/v1/files", post(post_multipart))
-        .layer(DefaultBodyLimit::max(multipart_limit))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(track))
@@ -100,7 +98,6 @@ async fn put_file(
     body: Body,
 ) -> Result<Accepted, ApiError> {
     let facility_id = authenticate(&state.keys, &headers, None)?;
-    let _permit = state.uploads.try_acquire().map_err(|_| ApiError::Busy)?;
     receive_body(&state, facility_id, name, &headers, body).await
 }
 
@@ -111,7 +108,6 @@ async fn put_facility_file(
     body: Body,
 ) -> Result<Accepted, ApiError> {
     let facility_id = authenticate(&state.keys, &headers, Some(&claimed))?;
-    let _permit = state.uploads.try_acquire().map_err(|_| ApiError::Busy)?;
     receive_body(&state, facility_id, name, &headers, body).await
 }
 
@@ -123,78 +119,25 @@ async fn receive_body(
     body: Body,
 ) -> Result<Accepted, ApiError> {
     validate_file_name(&name).map_err(|reason| ApiError::BadName { reason })?;
+    let mut slot = state.slots.acquire(&facility_id)?;
     let content_length = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let bytes = read_limited(body, content_length, state.max_body_bytes)
-        .await
-        .map_err(|error| match error {
-            BodyError::TooLarge { limit } => ApiError::TooLarge { limit },
-            BodyError::Read { .. } => ApiError::BadRequest {
-                message: "the request body could not be read".to_string(),
-            },
-        })?;
-    accept(state, facility_id, name, bytes).await
+    let bytes = read_limited(body, content_length, state.max_body_bytes, &mut slot).await?;
+    accept(state, slot, facility_id, name, bytes).await
 }
 
 async fn post_multipart(
     State(state): State<Arc<PushState>>,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Accepted, ApiError> {
     let facility_id = authenticate(&state.keys, &headers, None)?;
-    let _permit = state.uploads.try_acquire().map_err(|_| ApiError::Busy)?;
-    let mut multipart = multipart.map_err(|_| ApiError::BadRequest {
-        message: "expected a multipart/form-data body".to_string(),
-    })?;
-    let mut file: Option<(String, Bytes)> = None;
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| multipart_error(e, state.max_body_bytes))?
-    {
-        let Some(name) = field.file_name().map(str::to_string) else {
-            continue;
-        };
-        if file.is_some() {
-            return Err(ApiError::BadRequest {
-                message: "send one file per request".to_string(),
-            });
-        }
-        validate_file_name(&name).map_err(|reason| ApiError::BadName { reason })?;
-        let mut buffer = BytesMut::new();
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| multipart_error(e, state.max_body_bytes))?
-        {
-            if buffer.len() + chunk.len() > state.max_body_bytes {
-                return Err(ApiError::TooLarge {
-                    limit: state.max_body_bytes,
-                });
-            }
-            buffer.extend_from_slice(&chunk);
-        }
-        file = Some((name, buffer.freeze()));
-    }
-    let Some((name, bytes)) = file else {
-        return Err(ApiError::BadRequest {
-            message: "the form has no file part (a part with a filename)".to_string(),
-        });
-    };
-    accept(&state, facility_id, name, bytes).await
-}
-
-fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
-    if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        // The whole form passed max_body_bytes plus the multipart overhead.
-        ApiError::TooLarge { limit }
-    } else {
-        ApiError::BadRequest {
-            message: "the multipart body is malformed".to_string(),
-        }
-    }
+    let mut slot = state.slots.acquire(&facility_id)?;
+    let (name, bytes) =
+        multipart::read_file(&headers, body, state.max_body_bytes, &mut slot).await?;
+    accept(&state, slot, facility_id, name, bytes).await
 }
 
 /// The facility the request's key belongs to; 403 when the request claims
@@ -219,9 +162,11 @@ fn authenticate(
     Ok(facility_id.to_string())
 }
 
-/// Writes and publishes the file unless it was accepted recently.
+/// Writes and publishes the file unless it was accepted recently; `slot`
+/// is held until then.
 async fn accept(
     state: &PushState,
+    _slot: UploadSlot,
     facility_id: String,
     file_name: String,
     bytes: Bytes,
@@ -333,7 +278,12 @@ mod tests {
             recent: Arc::new(RecentFiles::new(10)),
             ingestor: Arc::new(ingestor),
             max_body_bytes,
-            uploads: tokio::sync::Semaphore::new(uploads),
+            slots: UploadSlots::new(slots::UploadLimits {
+                max_uploads: uploads,
+                max_per_facility: uploads,
+                max_memory_bytes: 1 << 20,
+                inline_limit_bytes: 1 << 10,
+            }),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -8,6 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::body::BodyError;
+use super::slots::Refusal;
+
 /// The body of a `202 Accepted`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Accepted {
@@ -47,6 +50,12 @@ pub enum ApiError {
     Empty,
     #[error("no such route")]
     NotFound,
+    #[error("the headers of a multipart part are larger than {limit} bytes")]
+    PartHeaderTooLarge { limit: usize },
+    #[error(
+        "this facility has {limit} uploads in progress, the most it may have at once; retry later"
+    )]
+    FacilityBusy { limit: usize },
     #[error("too many uploads in progress; retry later")]
     Busy,
     #[error("the file could not be stored right now; retry later")]
@@ -61,10 +70,13 @@ impl ApiError {
         match self {
             ApiError::MissingKey | ApiError::UnknownKey => StatusCode::UNAUTHORIZED,
             ApiError::OtherFacility => StatusCode::FORBIDDEN,
-            ApiError::BadName { .. } | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadName { .. }
+            | ApiError::BadRequest { .. }
+            | ApiError::PartHeaderTooLarge { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Empty => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::FacilityBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,9 +93,32 @@ impl ApiError {
             ApiError::TooLarge { .. } => "file_too_large",
             ApiError::Empty => "empty_file",
             ApiError::NotFound => "not_found",
+            ApiError::PartHeaderTooLarge { .. } => "part_header_too_large",
+            ApiError::FacilityBusy { .. } => "facility_busy",
             ApiError::Busy => "busy",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::FacilityShare { limit } => ApiError::FacilityBusy { limit },
+            Refusal::Slots | Refusal::Memory => ApiError::Busy,
+        }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::TooLarge { limit } => ApiError::TooLarge { limit },
+            BodyError::Read { .. } => ApiError::BadRequest {
+                message: "the request body could not be read".to_string(),
+            },
+            BodyError::NoRoom { refusal } => refusal.into(),
         }
     }
 }
@@ -115,7 +150,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"medlake\""),
                 );
             }
-            ApiError::Busy | ApiError::Unavailable => {
+            ApiError::FacilityBusy { .. } | ApiError::Busy | ApiError::Unavailable => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -150,6 +185,18 @@ mod tests {
         assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
         assert_eq!(ApiError::Empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(ApiError::OtherFacility.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_facility_over_its_share_is_told_to_retry_with_429() {
+        let response = ApiError::from(Refusal::FacilityShare { limit: 4 }).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let json = body_json(response).await;
+        assert_eq!(json["error"]["code"], "facility_busy");
+        let response = ApiError::from(Refusal::Memory).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
     }
 
     #[tokio::test]
