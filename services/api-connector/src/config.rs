@@ -210,7 +210,7 @@ fn default_retry_backoff_max_ms() -> u64 {
     30_000
 }
 fn default_download_budget_bytes() -> u64 {
-    128 * 1024 * 1024
+    64 * 1024 * 1024
 }
 
 impl Default for ApiConnectorConfig {
