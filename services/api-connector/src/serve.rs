@@ -27,10 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use medlake_common::{Shutdown, metrics};
+use medlake_common::{Shutdown, admin, metrics};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -58,9 +55,6 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
     pub max_connections: usize,
 }
-
-/// hyper's smallest read buffer for HTTP/1.
-const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 /// Serves `app` on `listener` until `stop`, then lets open requests finish
 /// (up to `drain`).
@@ -97,7 +91,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = app.clone();
         let stop = stop.clone();
         let transport = transport.clone();
         connections.spawn(async move {
@@ -153,26 +147,16 @@ async fn handshake(
 
 /// Serves HTTP/1.1 on one connection until it closes, or until `stop`
 /// (then the request in progress finishes).
-async fn serve_connection<S>(
-    stream: S,
-    service: TowerToHyperService<Router>,
-    limits: ServerLimits,
-    stop: Shutdown,
-) where
+async fn serve_connection<S>(stream: S, app: Router, limits: ServerLimits, stop: Shutdown)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    admin::serve_http1(
+        stream,
+        app,
+        limits.header_read_timeout,
+        limits.max_header_bytes,
+        stop,
+    )
+    .await;
 }
