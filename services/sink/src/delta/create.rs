@@ -29,7 +29,7 @@ const CHECKPOINT_INTERVAL: &str = "delta.checkpointInterval";
 
 /// URL of the table of `spec` under `lake_uri` (a local path, `file://` or
 /// object store URL). Local directories are created.
-pub(crate) fn table_url(lake_uri: &str, table: &str) -> Result<Url, DeltaError> {
+pub fn table_url(lake_uri: &str, table: &str) -> Result<Url, DeltaError> {
     let location = if lake_uri.contains("://") {
         format!("{}/{table}", lake_uri.trim_end_matches('/'))
     } else {

@@ -1,0 +1,264 @@
+//! Hostile queries against real Delta tables of two customers with disjoint
+//! facilities: every one is refused, or answered with the asker's rows only.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use deltalake::DeltaTable;
+use medlake_serve::catalog::Catalog;
+use medlake_serve::customers::Scope;
+use medlake_serve::engine::{QueryError, QueryLimits, QueryResult, run, scoped_session};
+
+async fn write(lake: &std::path::Path, table: &str, batch: RecordBatch) {
+    let url = medlake_sink::delta::create::table_url(lake.to_str().unwrap(), table).unwrap();
+    DeltaTable::try_from_url(url)
+        .await
+        .unwrap()
+        .write([batch])
+        .await
+        .unwrap();
+}
+
+fn labs(rows: &[(&str, &str, f64)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("_facility_id", DataType::Utf8, false),
+        Field::new("test", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+fn files(facilities: &[&str]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("facility_id", DataType::Utf8, true),
+        Field::new("file_name", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(facilities.iter().copied())),
+            Arc::new(StringArray::from_iter_values(
+                facilities.iter().map(|f| format!("{f}.zip")),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+struct Lake {
+    dir: tempfile::TempDir,
+    catalog: Catalog,
+}
+
+async fn lake() -> Lake {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "lab_results",
+        labs(&[
+            ("F1", "k", 4.1),
+            ("F1", "na", 140.0),
+            ("F2", "k", 3.9),
+            ("F3", "k", 5.5),
+            ("F3", "na", 150.0),
+            ("F3", "hb", 13.0),
+        ]),
+    )
+    .await;
+    write(dir.path(), "_files", files(&["F1", "F2", "F3", "F3"])).await;
+    let catalog = Catalog::new(dir.path().to_str().unwrap(), ["lab_results".to_string()]);
+    Lake { dir, catalog }
+}
+
+fn scope(ids: &[&str]) -> Scope {
+    Scope::Facilities(ids.iter().map(|s| s.to_string()).collect())
+}
+
+async fn query(
+    lake: &Lake,
+    scope: &Scope,
+    sql: &str,
+    limits: QueryLimits,
+) -> Result<QueryResult, QueryError> {
+    let tables = lake.catalog.latest().await.unwrap();
+    let versions = tables
+        .iter()
+        .map(|t| (t.def.name.clone(), t.version))
+        .collect();
+    let ctx = scoped_session(&tables, scope, &limits).await?;
+    run(&ctx, sql, &limits, versions).await
+}
+
+/// Every string value of every column, for "no other facility's id".
+fn strings(result: &QueryResult) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for batch in &result.batches {
+        for column in batch.columns() {
+            let column = arrow::compute::cast(column, &DataType::Utf8).unwrap();
+            let column = column.as_string::<i32>();
+            for i in 0..column.len() {
+                if column.is_valid(i) {
+                    out.insert(column.value(i).to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hostile_queries_are_refused_or_see_the_askers_rows_only() {
+    let lake = lake().await;
+    let c1 = scope(&["F1", "F2"]);
+    let limits = QueryLimits::default();
+
+    let scoped = [
+        "SELECT * FROM lab_results",
+        "SELECT * FROM lab_results WHERE _facility_id = 'F3' OR 1 = 1",
+        "SELECT a._facility_id, f.facility_id FROM lab_results a JOIN _files f ON true",
+        "SELECT _facility_id FROM lab_results UNION ALL SELECT facility_id FROM _files",
+        "WITH x AS (SELECT * FROM lab_results) SELECT _facility_id FROM x",
+        "SELECT _facility_id FROM lab_results WHERE _facility_id IN (SELECT facility_id FROM _files)",
+        "SELECT (SELECT max(_facility_id) FROM lab_results) AS f",
+        "SELECT _facility_id FROM datafusion.public.lab_results",
+        "SELECT facility_id, count(*) FROM _files GROUP BY facility_id",
+        "EXPLAIN SELECT * FROM lab_results",
+    ];
+    for sql in scoped {
+        let result = query(&lake, &c1, sql, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let seen = strings(&result);
+        assert!(
+            !seen.iter().any(|v| v.contains("F3")),
+            "{sql}: another customer's facility in {seen:?}"
+        );
+        assert!(result.rows > 0, "{sql}: nothing at all");
+    }
+    let own = query(&lake, &c1, "SELECT * FROM lab_results", limits)
+        .await
+        .unwrap();
+    assert_eq!(own.rows, 3);
+    let other = query(&lake, &scope(&["F3"]), "SELECT * FROM lab_results", limits)
+        .await
+        .unwrap();
+    assert_eq!(other.rows, 3);
+    let everyone = query(&lake, &Scope::All, "SELECT * FROM lab_results", limits)
+        .await
+        .unwrap();
+    assert_eq!(everyone.rows, 6);
+
+    let lab_dir = lake.dir.path().join("lab_results");
+    let part = std::fs::read_dir(&lab_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    let refused = [
+        format!(
+            "CREATE EXTERNAL TABLE raw STORED AS PARQUET LOCATION '{}'",
+            lab_dir.display()
+        ),
+        "CREATE VIEW v AS SELECT 1".to_string(),
+        "INSERT INTO lab_results VALUES ('F3', 'x', 1.0)".to_string(),
+        "COPY (SELECT 1) TO '/tmp/medlake-serve-copy.csv'".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "DROP TABLE lab_results".to_string(),
+        "EXPLAIN ANALYZE SELECT * FROM lab_results".to_string(),
+    ];
+    for sql in &refused {
+        match query(&lake, &c1, sql, limits).await {
+            Err(QueryError::Refused { .. }) => {}
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/medlake-serve-copy.csv").exists());
+
+    let unknown = [
+        "SELECT * FROM information_schema.tables".to_string(),
+        format!("SELECT * FROM '{}'", part.display()),
+        format!("SELECT * FROM read_parquet('{}')", part.display()),
+        "SELECT * FROM lab_results_raw".to_string(),
+    ];
+    for sql in &unknown {
+        match query(&lake, &c1, sql, limits).await {
+            Err(error @ QueryError::Invalid { .. }) => assert!(error.is_client_error()),
+            other => panic!("{sql}: expected an unknown table, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn huge_and_endless_queries_stop_at_their_limits() {
+    let lake = lake().await;
+    let c1 = scope(&["F1", "F2"]);
+    let small = QueryLimits {
+        timeout: Duration::from_secs(2),
+        memory_bytes: 4 * 1024 * 1024,
+        max_rows: 1_000,
+        max_bytes: 1024 * 1024,
+    };
+
+    // 3^8 = 6,561 rows of a cross join: cut at 1,000.
+    let cross = "SELECT a.value FROM lab_results a, lab_results b, lab_results c, lab_results d, \
+                 lab_results e, lab_results f, lab_results g, lab_results h";
+    let result = query(&lake, &c1, cross, small).await.unwrap();
+    assert_eq!(result.rows, 1_000);
+    assert!(result.truncated);
+    let exact = query(&lake, &c1, "SELECT * FROM lab_results", small)
+        .await
+        .unwrap();
+    assert!(!exact.truncated);
+
+    let endless = "SELECT count(*) FROM generate_series(1, 100000000000)";
+    let started = std::time::Instant::now();
+    match query(&lake, &c1, endless, small).await {
+        Err(QueryError::Timeout { limit_ms: 2_000 }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let hungry = "SELECT v FROM generate_series(1, 5000000) AS t(v) ORDER BY v DESC";
+    match query(&lake, &c1, hungry, small).await {
+        Err(QueryError::Memory { .. }) => {}
+        other => panic!("expected the memory limit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_commit_is_seen_by_the_next_query_with_its_version() {
+    let lake = lake().await;
+    let c1 = scope(&["F1", "F2"]);
+    let all_rows = || {
+        query(
+            &lake,
+            &c1,
+            "SELECT * FROM lab_results",
+            QueryLimits::default(),
+        )
+    };
+    let before = all_rows().await.unwrap();
+    write(lake.dir.path(), "lab_results", labs(&[("F2", "hb", 12.0)])).await;
+    let after = all_rows().await.unwrap();
+    assert_eq!(after.rows, before.rows + 1);
+    let version = |r: &QueryResult| {
+        r.versions
+            .iter()
+            .find(|(t, _)| t == "lab_results")
+            .unwrap()
+            .1
+    };
+    assert_eq!(version(&after), version(&before) + 1);
+}
