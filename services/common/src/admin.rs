@@ -97,6 +97,55 @@ pub async fn serve_http1<S>(
     }
 }
 
+/// Bounds of a plain HTTP/1.1 server ([`serve_plain`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PlainLimits {
+    /// Connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Serves `app` over plain HTTP/1.1 on `listener` until `stop`, each
+/// connection by [`serve_http1`], at most `limits.max_connections` at once.
+pub async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: PlainLimits,
+    stop: Shutdown,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "Accepting a connection failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            serve_http1(
+                stream,
+                app,
+                limits.header_read_timeout,
+                limits.max_header_bytes,
+                stop,
+            )
+            .await;
+        });
+    }
+}
+
 /// Binds `addr` and serves the admin endpoints until `shutdown`. Returns the
 /// bound address (useful with port 0).
 pub async fn serve(
@@ -111,31 +160,16 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| AdminError { addr, source })?;
     let app = router(health);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = shutdown.cancelled() => break,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "Admin server: accepting a connection failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                continue;
-            };
-            let (app, stop) = (app.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                serve_http1(stream, app, HEADER_READ_TIMEOUT, MAX_HEADER_BYTES, stop).await;
-            });
-        }
-    });
+    tokio::spawn(serve_plain(
+        listener,
+        app,
+        PlainLimits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_header_bytes: MAX_HEADER_BYTES,
+        },
+        shutdown,
+    ));
     tracing::info!(addr = %bound, "Admin server listening.");
     Ok(bound)
 }

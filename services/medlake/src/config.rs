@@ -50,6 +50,9 @@ pub struct Config {
     /// `medlake api-connector`: push API and HTTP pull endpoints.
     #[serde(default)]
     pub api_connector: medlake_api_connector::ApiConnectorConfig,
+    /// `medlake serve`: the customers' SQL API.
+    #[serde(default)]
+    pub serve: medlake_serve::ServeConfig,
 }
 
 /// The top-level keys environment variables may set.
@@ -66,6 +69,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "sink",
     "api_connector",
     "maintain",
+    "serve",
 ];
 
 fn default_lake_uri() -> String {
@@ -155,6 +159,10 @@ mod tests {
             }
             if name.contains("facilities") {
                 medlake_common::facilities::Registry::load(&path)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                registries += 1;
+            } else if name.contains("customers") {
+                medlake_serve::customers::CustomerRegistry::load(&path)
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 registries += 1;
             } else {

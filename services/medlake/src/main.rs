@@ -40,6 +40,8 @@ enum Command {
     Sink,
     /// Receive files over HTTP (push API) and poll customers' HTTP APIs.
     ApiConnector,
+    /// The customers' SQL API over the lake, each customer scoped to its facilities.
+    Serve,
     /// Parse one file offline (no Kafka): records on stdout, rejects on stderr.
     Parse(cmd::parse::ParseArgs),
     /// Check data set definitions.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             Command::FtpConnector => cmd::ftp_connector::run(&config).await,
             Command::Sink => cmd::sink::run(&config).await,
             Command::ApiConnector => cmd::api_connector::run(&config).await,
+            Command::Serve => cmd::serve::run(&config).await,
             Command::Tables(command) => cmd::tables::run(command, &config).await,
             Command::Maintain(args) => cmd::maintain::run(args, &config).await,
             Command::Parse(_) | Command::Datasets(_) | Command::Gen(_) => Ok(()), // handled above

@@ -339,6 +339,22 @@ mod tests {
     }
 
     #[test]
+    fn the_example_registry_loads_and_its_demo_tokens_work() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/customers.yaml");
+        let r = CustomerRegistry::load(Path::new(path)).unwrap();
+        let c001 = r.authenticate("c001-demo-token-1234").unwrap();
+        assert_eq!(c001.scope.key(), "F1001,F1002");
+        assert_eq!(
+            r.authenticate("c002-demo-token-1234").unwrap().customer,
+            "C002"
+        );
+        assert_eq!(
+            *r.authenticate("analyst-demo-token-1234").unwrap().scope,
+            Scope::All
+        );
+    }
+
+    #[test]
     fn an_inline_token_is_refused_without_being_repeated() {
         let yaml = "customers:\n  - id: C1\n    facilities: [F1]\n    users:\n      \
                     - { name: a, token: hunter2-hunter2-hunter2 }\n";

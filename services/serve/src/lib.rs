@@ -5,7 +5,79 @@
 //! - [`catalog`]: the lake's tables and the facility column of each.
 //! - [`engine`]: read-only SQL over views that filter every table to the
 //!   asker's facilities, within a time, memory and size limit.
+//! - [`http`]: the SQL API (`POST /v1/query`), with query slots per
+//!   customer.
 
 pub mod catalog;
+pub mod config;
 pub mod customers;
 pub mod engine;
+pub mod http;
+
+use std::sync::Arc;
+
+use medlake_common::admin::{self, PlainLimits};
+use medlake_common::{Context, Shutdown, dataset};
+
+pub use config::ServeConfig;
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("serve configuration: {reason}")]
+    Config { reason: String },
+    #[error(transparent)]
+    Customers(#[from] customers::CustomerError),
+    #[error("data set definitions: {source}")]
+    Datasets {
+        source: Box<medlake_common::dataset::DatasetError>,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Serves the SQL API until `shutdown`.
+pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+    config
+        .validate()
+        .map_err(|reason| ServeError::Config { reason })?;
+    let registry = customers::CustomerRegistry::load(&config.customers_file)?;
+    let datasets = dataset::load_dir(&ctx.schemas_dir).map_err(|source| ServeError::Datasets {
+        source: Box::new(source),
+    })?;
+    let catalog = catalog::Catalog::new(&ctx.lake_uri, datasets.into_iter().map(|d| d.name));
+    let state = Arc::new(http::AppState {
+        registry,
+        catalog,
+        limits: config.limits(),
+        slots: http::Slots::new(config.max_queries_per_customer, config.max_queries),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(
+        addr = %config.listen,
+        customers = state.registry.customers().len(),
+        "Serving the SQL API."
+    );
+    ctx.health.set_ready(true);
+    admin::serve_plain(
+        listener,
+        http::router(state),
+        PlainLimits {
+            max_connections: 1024,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        },
+        shutdown,
+    )
+    .await;
+    ctx.health.set_ready(false);
+    Ok(())
+}

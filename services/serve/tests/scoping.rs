@@ -262,3 +262,146 @@ async fn a_commit_is_seen_by_the_next_query_with_its_version() {
     };
     assert_eq!(version(&after), version(&before) + 1);
 }
+
+mod api {
+    use super::*;
+    use medlake_common::Shutdown;
+    use medlake_common::admin::{PlainLimits, serve_plain};
+    use medlake_serve::customers::CustomerRegistry;
+    use medlake_serve::http::{AppState, Slots, router};
+
+    const C1_TOKEN: &str = "token-of-customer-one-0001";
+    const C2_TOKEN: &str = "token-of-customer-two-0002";
+
+    async fn start(lake: Lake, per_customer: usize) -> (String, Shutdown, Lake) {
+        let registry = CustomerRegistry::from_yaml(&format!(
+            "customers:\n  - id: C1\n    facilities: [F1, F2]\n    users: [{{ name: a, token_sha256: {} }}]\n  \
+             - id: C2\n    facilities: [F3]\n    users: [{{ name: b, token_sha256: {} }}]\n",
+            medlake_common::raw_file::sha256_hex(C1_TOKEN.as_bytes()),
+            medlake_common::raw_file::sha256_hex(C2_TOKEN.as_bytes()),
+        ))
+        .unwrap();
+        let catalog = Catalog::new(
+            lake.dir.path().to_str().unwrap(),
+            ["lab_results".to_string()],
+        );
+        let state = Arc::new(AppState {
+            registry,
+            catalog,
+            limits: QueryLimits {
+                timeout: Duration::from_secs(3),
+                ..QueryLimits::default()
+            },
+            slots: Slots::new(per_customer, 8),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Shutdown::new();
+        tokio::spawn(serve_plain(
+            listener,
+            router(state),
+            PlainLimits {
+                max_connections: 16,
+                header_read_timeout: Duration::from_secs(5),
+                max_header_bytes: 16 * 1024,
+            },
+            stop.clone(),
+        ));
+        (base, stop, lake)
+    }
+
+    async fn post(base: &str, token: Option<&str>, sql: &str) -> reqwest::Response {
+        let mut request = reqwest::Client::new()
+            .post(format!("{base}/v1/query"))
+            .json(&serde_json::json!({ "sql": sql }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sql_api_answers_each_customer_with_its_own_rows() {
+        let (base, stop, _lake) = start(lake().await, 4).await;
+        let sql = "SELECT _facility_id, test, value FROM lab_results ORDER BY _facility_id, test";
+
+        let none = post(&base, None, sql).await;
+        assert_eq!(none.status(), 401);
+        assert_eq!(none.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            post(&base, Some("not-a-token-of-anyone"), sql)
+                .await
+                .status(),
+            401
+        );
+
+        let c1: serde_json::Value = post(&base, Some(C1_TOKEN), sql).await.json().await.unwrap();
+        assert_eq!(c1["row_count"], 3);
+        assert_eq!(c1["truncated"], false);
+        assert_eq!(c1["columns"][0]["name"], "_facility_id");
+        let facilities: Vec<&str> = c1["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["_facility_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(facilities, ["F1", "F1", "F2"]);
+        assert!(c1["tables"]["lab_results"].is_u64());
+
+        let c2: serde_json::Value = post(&base, Some(C2_TOKEN), sql).await.json().await.unwrap();
+        assert_eq!(c2["row_count"], 3);
+        assert!(
+            c2["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["_facility_id"] == "F3")
+        );
+
+        let refused = post(&base, Some(C1_TOKEN), "DROP TABLE lab_results").await;
+        assert_eq!(refused.status(), 400);
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], "refused");
+        let invalid = post(
+            &base,
+            Some(C1_TOKEN),
+            "SELECT * FROM information_schema.tables",
+        )
+        .await;
+        assert_eq!(invalid.status(), 400);
+        let body: serde_json::Value = invalid.json().await.unwrap();
+        assert_eq!(body["code"], "invalid");
+        let empty: serde_json::Value = post(
+            &base,
+            Some(C1_TOKEN),
+            "SELECT * FROM lab_results WHERE value < 0",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(empty["row_count"], 0);
+        assert_eq!(empty["rows"], serde_json::json!([]));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_customer_past_its_query_slots_gets_429_and_others_are_served() {
+        let (base, stop, _lake) = start(lake().await, 1).await;
+        let slow = "SELECT count(*) FROM generate_series(1, 100000000000)";
+        let busy = tokio::spawn({
+            let base = base.clone();
+            async move { post(&base, Some(C1_TOKEN), slow).await.status() }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = post(&base, Some(C1_TOKEN), "SELECT 1").await;
+        assert_eq!(second.status(), 429);
+        assert_eq!(second.headers()["retry-after"], "1");
+        let other = post(&base, Some(C2_TOKEN), "SELECT count(*) FROM lab_results").await;
+        assert_eq!(other.status(), 200);
+        // The slow one ends at its time limit, as a client error.
+        assert_eq!(busy.await.unwrap(), 400);
+        assert_eq!(post(&base, Some(C1_TOKEN), "SELECT 1").await.status(), 200);
+        stop.cancel();
+    }
+}

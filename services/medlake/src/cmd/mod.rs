@@ -9,6 +9,7 @@ pub mod maintain;
 pub mod parse;
 pub mod parser;
 pub mod replay;
+pub mod serve;
 pub mod sink;
 pub mod tables;
 pub mod topics;

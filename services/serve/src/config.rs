@@ -1,0 +1,112 @@
+//! The `serve` section of the configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::QueryLimits;
+
+/// Configuration of `medlake serve`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address of the portal and the SQL API.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The customer registry (customers, their facilities, their users'
+    /// token digests).
+    #[serde(default = "default_customers_file")]
+    pub customers_file: PathBuf,
+    /// Longest a query may run, in milliseconds.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// Working memory of one query (sorts, joins, aggregates), in bytes; a
+    /// query past it fails, nothing spills to disk.
+    #[serde(default = "default_query_memory_bytes")]
+    pub query_memory_bytes: usize,
+    /// Rows one answer returns at most (it says when it was cut).
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Bytes of rows one answer returns at most.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: usize,
+    /// Queries one customer may run at once; one more is answered 429 with
+    /// Retry-After.
+    #[serde(default = "default_max_queries_per_customer")]
+    pub max_queries_per_customer: usize,
+    /// Queries all customers together may run at once (503 past it).
+    /// Memory: this × `query_memory_bytes` + this × `max_result_bytes`.
+    #[serde(default = "default_max_queries")]
+    pub max_queries: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8090))
+}
+fn default_customers_file() -> PathBuf {
+    PathBuf::from("config/customers.yaml")
+}
+fn default_query_timeout_ms() -> u64 {
+    30_000
+}
+fn default_query_memory_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_rows() -> usize {
+    100_000
+}
+fn default_max_result_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_max_queries_per_customer() -> usize {
+    4
+}
+fn default_max_queries() -> usize {
+    8
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            customers_file: default_customers_file(),
+            query_timeout_ms: default_query_timeout_ms(),
+            query_memory_bytes: default_query_memory_bytes(),
+            max_rows: default_max_rows(),
+            max_result_bytes: default_max_result_bytes(),
+            max_queries_per_customer: default_max_queries_per_customer(),
+            max_queries: default_max_queries(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The bounds of one query.
+    pub fn limits(&self) -> QueryLimits {
+        QueryLimits {
+            timeout: Duration::from_millis(self.query_timeout_ms),
+            memory_bytes: self.query_memory_bytes,
+            max_rows: self.max_rows,
+            max_bytes: self.max_result_bytes,
+        }
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("query_timeout_ms", self.query_timeout_ms as usize),
+            ("query_memory_bytes", self.query_memory_bytes),
+            ("max_rows", self.max_rows),
+            ("max_result_bytes", self.max_result_bytes),
+            ("max_queries_per_customer", self.max_queries_per_customer),
+            ("max_queries", self.max_queries),
+        ] {
+            if value == 0 {
+                return Err(format!("serve.{name} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
