@@ -32,6 +32,10 @@ pub struct ServeConfig {
     /// Bytes of rows one answer returns at most.
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
+    /// Rows one CSV download returns at most (written as they come, never
+    /// held whole).
+    #[serde(default = "default_max_csv_rows")]
+    pub max_csv_rows: usize,
     /// Queries one customer may run at once; one more is answered 429 with
     /// Retry-After.
     #[serde(default = "default_max_queries_per_customer")]
@@ -60,6 +64,9 @@ fn default_max_rows() -> usize {
 fn default_max_result_bytes() -> usize {
     32 * 1024 * 1024
 }
+fn default_max_csv_rows() -> usize {
+    10_000_000
+}
 fn default_max_queries_per_customer() -> usize {
     4
 }
@@ -76,6 +83,7 @@ impl Default for ServeConfig {
             query_memory_bytes: default_query_memory_bytes(),
             max_rows: default_max_rows(),
             max_result_bytes: default_max_result_bytes(),
+            max_csv_rows: default_max_csv_rows(),
             max_queries_per_customer: default_max_queries_per_customer(),
             max_queries: default_max_queries(),
         }
@@ -100,6 +108,7 @@ impl ServeConfig {
             ("query_memory_bytes", self.query_memory_bytes),
             ("max_rows", self.max_rows),
             ("max_result_bytes", self.max_result_bytes),
+            ("max_csv_rows", self.max_csv_rows),
             ("max_queries_per_customer", self.max_queries_per_customer),
             ("max_queries", self.max_queries),
         ] {

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use deltalake::datafusion::common::ScalarValue;
 use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::SendableRecordBatchStream;
 use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use deltalake::datafusion::execution::memory_pool::GreedyMemoryPool;
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -92,7 +93,8 @@ impl QueryError {
         !matches!(self, QueryError::Failed { .. })
     }
 
-    fn from_datafusion(error: DataFusionError, limits: &QueryLimits) -> Self {
+    /// The query error a DataFusion error stands for.
+    pub fn from_datafusion(error: DataFusionError, limits: &QueryLimits) -> Self {
         match error.find_root() {
             DataFusionError::ResourcesExhausted(_) => QueryError::Memory {
                 limit_bytes: limits.memory_bytes,
@@ -194,6 +196,32 @@ fn returned_bytes(batch: &RecordBatch) -> usize {
         .sum()
 }
 
+/// Plans read-only `sql` in `ctx` and starts it: its batches as they are
+/// computed. The caller bounds the time and the size of what it takes.
+pub async fn stream(
+    ctx: &SessionContext,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let frame = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(|e| QueryError::from_datafusion(e, limits))?;
+    if let LogicalPlan::Analyze(_) = frame.logical_plan() {
+        return Err(QueryError::Refused {
+            reason: "EXPLAIN ANALYZE runs the query; use EXPLAIN".into(),
+        });
+    }
+    frame
+        .execute_stream()
+        .await
+        .map_err(|e| QueryError::from_datafusion(e, limits))
+}
+
 /// Runs read-only `sql` in `ctx` within `limits`.
 pub async fn run(
     ctx: &SessionContext,
@@ -203,23 +231,7 @@ pub async fn run(
 ) -> Result<QueryResult, QueryError> {
     let started = Instant::now();
     let work = async {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(|e| QueryError::from_datafusion(e, limits))?;
-        if let LogicalPlan::Analyze(_) = frame.logical_plan() {
-            return Err(QueryError::Refused {
-                reason: "EXPLAIN ANALYZE runs the query; use EXPLAIN".into(),
-            });
-        }
-        let mut stream = frame
-            .execute_stream()
-            .await
-            .map_err(|e| QueryError::from_datafusion(e, limits))?;
+        let mut stream = stream(ctx, sql, limits).await?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0, 0, false);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| QueryError::from_datafusion(e, limits))?;

@@ -9,6 +9,13 @@
 //!   already runs `max_queries_per_customer` queries; 503 with
 //!   `Retry-After` when the server runs `max_queries`; 500 `failed`.
 //!
+//! `POST /v1/query.csv` takes the same body and answers `text/csv` as an
+//! attachment, written batch by batch as the query computes them (never
+//! the whole result in memory), up to `max_csv_rows` rows and within the
+//! query's time limit. An error once rows were sent cuts the download
+//! short (the connection ends without the final chunk), so a partial file
+//! is never mistaken for a whole one.
+//!
 //! Logs say who asked what and how it went, never a value: the SQL is
 //! named by the first 12 hex digits of its SHA-256.
 
@@ -27,13 +34,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::catalog::Catalog;
 use crate::customers::{CustomerRegistry, Principal};
-use crate::engine::{QueryError, QueryLimits, QueryResult, run, scoped_session};
+use crate::engine::{self, QueryError, QueryLimits, QueryResult, run, scoped_session};
+use futures::StreamExt;
 
 /// What every request needs.
 pub struct AppState {
     pub registry: CustomerRegistry,
     pub catalog: Catalog,
     pub limits: QueryLimits,
+    /// Rows one CSV download returns at most.
+    pub max_csv_rows: usize,
     pub slots: Slots,
 }
 
@@ -86,6 +96,7 @@ impl Slots {
 pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/v1/query", post(query))
+        .route("/v1/query.csv", post(query_csv))
         .with_state(state)
 }
 
@@ -116,12 +127,20 @@ fn principal(state: &AppState, headers: &HeaderMap) -> Option<Principal> {
     state.registry.authenticate(token)
 }
 
-async fn query(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+/// A request that may run: who asks, what, and the slots it holds.
+struct Admitted {
+    principal: Principal,
+    sql: String,
+    slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Authenticates, reads the body and takes the query slots, or answers.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Some(principal) = principal(&state, &headers) else {
+) -> Result<Admitted, Box<Response>> {
+    let Some(principal) = principal(state, headers) else {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -130,35 +149,204 @@ async fn query(
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return Err(Box::new(response));
     };
     let request = match body {
         Ok(Json(request)) => request,
         Err(rejection) => {
-            return error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 &rejection.body_text(),
-            );
+            )));
         }
     };
-    let _slots = match state.slots.try_take(&principal.customer) {
+    let slots = match state.slots.try_take(&principal.customer) {
         Ok(slots) => slots,
         Err(Busy::Customer) => {
-            return busy(
+            return Err(Box::new(busy(
                 StatusCode::TOO_MANY_REQUESTS,
                 "busy",
                 "this customer already runs as many queries as it may; retry shortly",
-            );
+            )));
         }
         Err(Busy::Server) => {
-            return busy(
+            return Err(Box::new(busy(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 "the server runs as many queries as it may; retry shortly",
-            );
+            )));
         }
     };
+    Ok(Admitted {
+        principal,
+        sql: request.sql,
+        slots,
+    })
+}
+
+/// The answer to a query error.
+fn query_error(e: &QueryError) -> Response {
+    let (status, code) = match e {
+        QueryError::Refused { .. } => (StatusCode::BAD_REQUEST, "refused"),
+        QueryError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+        QueryError::Timeout { .. } => (StatusCode::BAD_REQUEST, "timeout"),
+        QueryError::Memory { .. } => (StatusCode::BAD_REQUEST, "memory"),
+        QueryError::Failed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+    };
+    error(status, code, &e.to_string())
+}
+
+async fn query_csv(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Admitted {
+        principal,
+        sql,
+        slots,
+    } = match admit(&state, &headers, body) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let sql_ref = sha256_hex(sql.as_bytes())[..12].to_string();
+    let started = tokio::time::Instant::now();
+    let deadline = started + state.limits.timeout;
+    let planned = async {
+        let tables = state
+            .catalog
+            .latest()
+            .await
+            .map_err(|e| QueryError::Failed {
+                message: e.to_string(),
+            })?;
+        let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
+        engine::stream(&ctx, &sql, &state.limits).await
+    };
+    let stream = match tokio::time::timeout_at(deadline, planned).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return query_error(&e),
+        Err(_) => {
+            return query_error(&QueryError::Timeout {
+                limit_ms: u64::try_from(state.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+    };
+    let name = format!("query-{sql_ref}.csv");
+    let csv = CsvBody {
+        stream,
+        deadline,
+        rows_left: state.max_csv_rows,
+        header: true,
+        slots: Some(slots),
+        principal,
+        sql_ref,
+        rows: 0,
+        started,
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(csv.into_stream()),
+    )
+        .into_response()
+}
+
+/// A query's batches written out as CSV as they come.
+struct CsvBody {
+    stream: deltalake::datafusion::execution::SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    rows_left: usize,
+    header: bool,
+    /// Held until the download ends.
+    slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    principal: Principal,
+    sql_ref: String,
+    rows: usize,
+    started: tokio::time::Instant,
+}
+
+impl CsvBody {
+    fn into_stream(self) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+        futures::stream::unfold(self, |mut body| async move {
+            body.slots.as_ref()?;
+            if body.rows_left == 0 {
+                body.finish("cut at max_csv_rows");
+                return None;
+            }
+            let next = tokio::time::timeout_at(body.deadline, body.stream.next()).await;
+            let batch = match next {
+                Ok(Some(Ok(batch))) => batch,
+                Ok(None) => {
+                    body.finish("complete");
+                    return None;
+                }
+                Ok(Some(Err(e))) => {
+                    body.finish("failed");
+                    return Some((Err(std::io::Error::other(e.to_string())), body));
+                }
+                Err(_) => {
+                    body.finish("timeout");
+                    let error = std::io::Error::other("the query ran past its time limit");
+                    return Some((Err(error), body));
+                }
+            };
+            let batch = batch.slice(0, batch.num_rows().min(body.rows_left));
+            body.rows_left -= batch.num_rows();
+            body.rows += batch.num_rows();
+            let mut out = Vec::new();
+            let written = arrow::csv::WriterBuilder::new()
+                .with_header(body.header)
+                .build(&mut out)
+                .write(&batch);
+            body.header = false;
+            match written {
+                Ok(()) => Some((Ok(bytes::Bytes::from(out)), body)),
+                Err(e) => {
+                    body.finish("failed");
+                    Some((Err(std::io::Error::other(e.to_string())), body))
+                }
+            }
+        })
+    }
+
+    /// Logs the download's end and gives its slots back.
+    fn finish(&mut self, outcome: &str) {
+        if self.slots.take().is_some() {
+            tracing::info!(
+                customer = self.principal.customer,
+                user = self.principal.user,
+                sql = self.sql_ref,
+                rows = self.rows,
+                outcome,
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "CSV download ended."
+            );
+        }
+    }
+}
+
+async fn query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Admitted {
+        principal,
+        sql,
+        slots: _slots,
+    } = match admit(&state, &headers, body) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let request = QueryRequest { sql };
     let sql_ref = sha256_hex(request.sql.as_bytes())[..12].to_string();
     let outcome = execute(&state, &principal, &request.sql).await;
     match &outcome {
@@ -190,16 +378,7 @@ async fn query(
                 .into_response(),
             Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", &message),
         },
-        Err(e) => {
-            let (status, code) = match &e {
-                QueryError::Refused { .. } => (StatusCode::BAD_REQUEST, "refused"),
-                QueryError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
-                QueryError::Timeout { .. } => (StatusCode::BAD_REQUEST, "timeout"),
-                QueryError::Memory { .. } => (StatusCode::BAD_REQUEST, "memory"),
-                QueryError::Failed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
-            };
-            error(status, code, &e.to_string())
-        }
+        Err(e) => query_error(&e),
     }
 }
 

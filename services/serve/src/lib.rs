@@ -53,6 +53,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         registry,
         catalog,
         limits: config.limits(),
+        max_csv_rows: config.max_csv_rows,
         slots: http::Slots::new(config.max_queries_per_customer, config.max_queries),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -292,6 +292,7 @@ mod api {
                 timeout: Duration::from_secs(3),
                 ..QueryLimits::default()
             },
+            max_csv_rows: 5,
             slots: Slots::new(per_customer, 8),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -402,6 +403,69 @@ mod api {
         // The slow one ends at its time limit, as a client error.
         assert_eq!(busy.await.unwrap(), 400);
         assert_eq!(post(&base, Some(C1_TOKEN), "SELECT 1").await.status(), 200);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn csv_downloads_are_the_json_rows_streamed_and_cut_at_their_limit() {
+        let (base, stop, _lake) = start(lake().await, 4).await;
+        let sql = "SELECT _facility_id, test, value FROM lab_results ORDER BY _facility_id, test";
+        let csv = |sql: &'static str| {
+            let base = base.clone();
+            async move {
+                reqwest::Client::new()
+                    .post(format!("{base}/v1/query.csv"))
+                    .bearer_auth(C1_TOKEN)
+                    .json(&serde_json::json!({ "sql": sql }))
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let response = csv(sql).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/csv; charset=utf-8"
+        );
+        let disposition = response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            disposition.starts_with("attachment; filename=\"query-"),
+            "{disposition}"
+        );
+        let text = response.text().await.unwrap();
+        let json: serde_json::Value = post(&base, Some(C1_TOKEN), sql).await.json().await.unwrap();
+        let from_json: Vec<String> = json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{},{},{}",
+                    r["_facility_id"].as_str().unwrap(),
+                    r["test"].as_str().unwrap(),
+                    r["value"]
+                )
+            })
+            .collect();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("_facility_id,test,value"));
+        assert_eq!(lines.collect::<Vec<_>>(), from_json);
+
+        // 3^4 rows, cut at max_csv_rows (5).
+        let cut =
+            csv("SELECT a.value FROM lab_results a, lab_results b, lab_results c, lab_results d")
+                .await
+                .text()
+                .await
+                .unwrap();
+        assert_eq!(cut.lines().count(), 1 + 5);
+
+        let refused = csv("DROP TABLE lab_results").await;
+        assert_eq!(refused.status(), 400);
         stop.cancel();
     }
 }
