@@ -19,6 +19,9 @@ pub struct ServeConfig {
     /// token digests).
     #[serde(default = "default_customers_file")]
     pub customers_file: PathBuf,
+    /// Folder of report definitions (one YAML file per report).
+    #[serde(default = "default_reports_dir")]
+    pub reports_dir: PathBuf,
     /// Longest a query may run, in milliseconds.
     #[serde(default = "default_query_timeout_ms")]
     pub query_timeout_ms: u64,
@@ -52,6 +55,9 @@ fn default_listen() -> SocketAddr {
 fn default_customers_file() -> PathBuf {
     PathBuf::from("config/customers.yaml")
 }
+fn default_reports_dir() -> PathBuf {
+    PathBuf::from("reports")
+}
 fn default_query_timeout_ms() -> u64 {
     30_000
 }
@@ -79,6 +85,7 @@ impl Default for ServeConfig {
         Self {
             listen: default_listen(),
             customers_file: default_customers_file(),
+            reports_dir: default_reports_dir(),
             query_timeout_ms: default_query_timeout_ms(),
             query_memory_bytes: default_query_memory_bytes(),
             max_rows: default_max_rows(),

@@ -45,6 +45,9 @@ use futures::StreamExt;
 use crate::catalog::OpenTable;
 use crate::customers::Scope;
 
+/// Values of a query's named parameters (`$name`), by name.
+pub type Params = std::collections::HashMap<String, ScalarValue>;
+
 /// Bounds of one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryLimits {
@@ -201,6 +204,7 @@ fn returned_bytes(batch: &RecordBatch) -> usize {
 pub async fn stream(
     ctx: &SessionContext,
     sql: &str,
+    params: &Params,
     limits: &QueryLimits,
 ) -> Result<SendableRecordBatchStream, QueryError> {
     let options = SQLOptions::new()
@@ -216,6 +220,13 @@ pub async fn stream(
             reason: "EXPLAIN ANALYZE runs the query; use EXPLAIN".into(),
         });
     }
+    let frame = if params.is_empty() {
+        frame
+    } else {
+        frame
+            .with_param_values(params.clone())
+            .map_err(|e| QueryError::from_datafusion(e, limits))?
+    };
     frame
         .execute_stream()
         .await
@@ -226,12 +237,13 @@ pub async fn stream(
 pub async fn run(
     ctx: &SessionContext,
     sql: &str,
+    params: &Params,
     limits: &QueryLimits,
     versions: Vec<(String, u64)>,
 ) -> Result<QueryResult, QueryError> {
     let started = Instant::now();
     let work = async {
-        let mut stream = stream(ctx, sql, limits).await?;
+        let mut stream = stream(ctx, sql, params, limits).await?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0, 0, false);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| QueryError::from_datafusion(e, limits))?;

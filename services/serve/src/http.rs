@@ -16,25 +16,34 @@
 //! short (the connection ends without the final chunk), so a partial file
 //! is never mistaken for a whole one.
 //!
-//! Logs say who asked what and how it went, never a value: the SQL is
-//! named by the first 12 hex digits of its SHA-256.
+//! Reports (see [`crate::reports`]): `GET /v1/reports` lists them (name,
+//! title, description, parameters, chart); `POST /v1/reports/{name}` with
+//! `{"params": {"from": "2026-11-01"}}` answers like `/v1/query`, and
+//! `POST /v1/reports/{name}/csv` like `/v1/query.csv`, the file named after
+//! the report and its parameters. A parameter error is 400 `invalid`; an
+//! unknown report 404.
+//!
+//! Logs say who asked what and how it went, never a value: a report by its
+//! name, ad-hoc SQL by the first 12 hex digits of its SHA-256.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use medlake_common::raw_file::sha256_hex;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::catalog::Catalog;
 use crate::customers::{CustomerRegistry, Principal};
-use crate::engine::{self, QueryError, QueryLimits, QueryResult, run, scoped_session};
+use crate::engine::{self, Params, QueryError, QueryLimits, QueryResult, run, scoped_session};
+use crate::reports::{self, Report};
 use futures::StreamExt;
 
 /// What every request needs.
@@ -45,6 +54,8 @@ pub struct AppState {
     /// Rows one CSV download returns at most.
     pub max_csv_rows: usize,
     pub slots: Slots,
+    /// The predefined reports.
+    pub reports: Vec<Report>,
 }
 
 /// Query slots: per customer and for the whole server.
@@ -97,6 +108,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/v1/query", post(query))
         .route("/v1/query.csv", post(query_csv))
+        .route("/v1/reports", get(list_reports))
+        .route("/v1/reports/{name}", post(run_report))
+        .route("/v1/reports/{name}/csv", post(run_report_csv))
         .with_state(state)
 }
 
@@ -127,20 +141,9 @@ fn principal(state: &AppState, headers: &HeaderMap) -> Option<Principal> {
     state.registry.authenticate(token)
 }
 
-/// A request that may run: who asks, what, and the slots it holds.
-struct Admitted {
-    principal: Principal,
-    sql: String,
-    slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-}
-
-/// Authenticates, reads the body and takes the query slots, or answers.
-fn admit(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Admitted, Box<Response>> {
-    let Some(principal) = principal(state, headers) else {
+/// The principal of the request, or the 401 answer.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
+    principal(state, headers).ok_or_else(|| {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -149,40 +152,42 @@ fn admit(
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err(Box::new(response));
-    };
-    let request = match body {
-        Ok(Json(request)) => request,
-        Err(rejection) => {
-            return Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &rejection.body_text(),
-            )));
-        }
-    };
-    let slots = match state.slots.try_take(&principal.customer) {
-        Ok(slots) => slots,
-        Err(Busy::Customer) => {
-            return Err(Box::new(busy(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
-                "this customer already runs as many queries as it may; retry shortly",
-            )));
-        }
-        Err(Busy::Server) => {
-            return Err(Box::new(busy(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "the server runs as many queries as it may; retry shortly",
-            )));
-        }
-    };
-    Ok(Admitted {
-        principal,
-        sql: request.sql,
-        slots,
+        Box::new(response)
     })
+}
+
+/// The request's JSON body, or the 400 answer.
+fn body_of<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
+    body.map(|Json(value)| value).map_err(|rejection| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &rejection.body_text(),
+        ))
+    })
+}
+
+type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// The customer's and the server's query slots, or the 429 / 503 answer.
+fn take_slots(state: &AppState, principal: &Principal) -> Result<Held, Box<Response>> {
+    state
+        .slots
+        .try_take(&principal.customer)
+        .map_err(|busy_with| {
+            Box::new(match busy_with {
+                Busy::Customer => busy(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "busy",
+                    "this customer already runs as many queries as it may; retry shortly",
+                ),
+                Busy::Server => busy(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server runs as many queries as it may; retry shortly",
+                ),
+            })
+        })
 }
 
 /// The answer to a query error.
@@ -197,20 +202,198 @@ fn query_error(e: &QueryError) -> Response {
     error(status, code, &e.to_string())
 }
 
+/// What to run: SQL, its parameters, and how logs and files name it.
+struct Work {
+    sql: String,
+    params: Params,
+    /// `sql=<12 hex>` or `report=<name>`.
+    label: String,
+    /// The CSV file name.
+    file_name: String,
+}
+
+impl Work {
+    fn ad_hoc(sql: String) -> Self {
+        let digest = sha256_hex(sql.as_bytes())[..12].to_string();
+        Self {
+            label: format!("sql={digest}"),
+            file_name: format!("query-{digest}.csv"),
+            sql,
+            params: Params::new(),
+        }
+    }
+}
+
+/// How a query is answered.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Json,
+    Csv,
+}
+
+async fn query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<QueryRequest>, JsonRejection>,
+) -> Response {
+    ad_hoc(&state, &headers, body, Answer::Json).await
+}
+
 async fn query_csv(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> Response {
-    let Admitted {
-        principal,
-        sql,
-        slots,
-    } = match admit(&state, &headers, body) {
-        Ok(admitted) => admitted,
+    ad_hoc(&state, &headers, body, Answer::Csv).await
+}
+
+async fn ad_hoc(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Json<QueryRequest>, JsonRejection>,
+    answer: Answer,
+) -> Response {
+    let admitted = authenticate(state, headers).and_then(|principal| {
+        let request = body_of(body)?;
+        Ok((principal, Work::ad_hoc(request.sql)))
+    });
+    match admitted {
+        Ok((principal, work)) => respond(state, principal, work, answer).await,
+        Err(response) => *response,
+    }
+}
+
+/// Runs `work` for `principal`, answered as asked.
+async fn respond(state: &AppState, principal: Principal, work: Work, answer: Answer) -> Response {
+    match answer {
+        Answer::Json => json_query(state, principal, work).await,
+        Answer::Csv => csv_query(state, principal, work).await,
+    }
+}
+
+/// `{"params": {"name": "value"}}` of a report run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportRequest {
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+async fn list_reports(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match authenticate(&state, &headers) {
+        Ok(_) => Json(serde_json::json!({ "reports": state.reports })).into_response(),
+        Err(response) => *response,
+    }
+}
+
+/// The report `name` with the request's parameters bound, or the answer.
+fn report_work(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    body: Result<Json<ReportRequest>, JsonRejection>,
+) -> Result<Work, Box<Response>> {
+    let Some(report) = state.reports.iter().find(|r| r.name == name) else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no report {name:?}"),
+        )));
+    };
+    let request = body_of(body)?;
+    let params = report
+        .bind(&request.params, &principal.scope, reports::today())
+        .map_err(|reason| Box::new(error(StatusCode::BAD_REQUEST, "invalid", &reason)))?;
+    Ok(Work {
+        sql: report.sql.clone(),
+        params,
+        label: format!("report={}", report.name),
+        file_name: report.file_name(&request.params),
+    })
+}
+
+async fn run_report(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ReportRequest>, JsonRejection>,
+) -> Response {
+    report(&state, &name, &headers, body, Answer::Json).await
+}
+
+async fn run_report_csv(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ReportRequest>, JsonRejection>,
+) -> Response {
+    report(&state, &name, &headers, body, Answer::Csv).await
+}
+
+async fn report(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Json<ReportRequest>, JsonRejection>,
+    answer: Answer,
+) -> Response {
+    let work = authenticate(state, headers).and_then(|principal| {
+        let work = report_work(state, &principal, name, body)?;
+        Ok((principal, work))
+    });
+    match work {
+        Ok((principal, work)) => respond(state, principal, work, answer).await,
+        Err(response) => *response,
+    }
+}
+
+/// Runs `work` for `principal` and answers JSON.
+async fn json_query(state: &AppState, principal: Principal, work: Work) -> Response {
+    let _slots = match take_slots(state, &principal) {
+        Ok(slots) => slots,
         Err(response) => return *response,
     };
-    let sql_ref = sha256_hex(sql.as_bytes())[..12].to_string();
+    let outcome = execute(state, &principal, &work.sql, &work.params).await;
+    match &outcome {
+        Ok(result) => tracing::info!(
+            customer = principal.customer,
+            user = principal.user,
+            query = work.label,
+            rows = result.rows,
+            bytes = result.bytes,
+            truncated = result.truncated,
+            elapsed_ms = result.elapsed.as_millis() as u64,
+            "Query answered."
+        ),
+        Err(e) => tracing::info!(
+            customer = principal.customer,
+            user = principal.user,
+            query = work.label,
+            error = %e,
+            "Query refused or failed."
+        ),
+    }
+    match outcome {
+        Ok(result) => match json_answer(&result) {
+            Ok(body) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", &message),
+        },
+        Err(e) => query_error(&e),
+    }
+}
+
+/// Runs `work` for `principal` and answers its rows as a CSV attachment,
+/// written as they are computed.
+async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Response {
+    let slots = match take_slots(state, &principal) {
+        Ok(slots) => slots,
+        Err(response) => return *response,
+    };
     let started = tokio::time::Instant::now();
     let deadline = started + state.limits.timeout;
     let planned = async {
@@ -222,7 +405,7 @@ async fn query_csv(
                 message: e.to_string(),
             })?;
         let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
-        engine::stream(&ctx, &sql, &state.limits).await
+        engine::stream(&ctx, &work.sql, &work.params, &state.limits).await
     };
     let stream = match tokio::time::timeout_at(deadline, planned).await {
         Ok(Ok(stream)) => stream,
@@ -233,7 +416,6 @@ async fn query_csv(
             });
         }
     };
-    let name = format!("query-{sql_ref}.csv");
     let csv = CsvBody {
         stream,
         deadline,
@@ -241,7 +423,7 @@ async fn query_csv(
         header: true,
         slots: Some(slots),
         principal,
-        sql_ref,
+        label: work.label,
         rows: 0,
         started,
     };
@@ -251,7 +433,7 @@ async fn query_csv(
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
+                format!("attachment; filename=\"{}\"", work.file_name),
             ),
         ],
         axum::body::Body::from_stream(csv.into_stream()),
@@ -266,9 +448,9 @@ struct CsvBody {
     rows_left: usize,
     header: bool,
     /// Held until the download ends.
-    slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    slots: Option<Held>,
     principal: Principal,
-    sql_ref: String,
+    label: String,
     rows: usize,
     started: tokio::time::Instant,
 }
@@ -323,7 +505,7 @@ impl CsvBody {
             tracing::info!(
                 customer = self.principal.customer,
                 user = self.principal.user,
-                sql = self.sql_ref,
+                query = self.label,
                 rows = self.rows,
                 outcome,
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
@@ -333,60 +515,13 @@ impl CsvBody {
     }
 }
 
-async fn query(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Admitted {
-        principal,
-        sql,
-        slots: _slots,
-    } = match admit(&state, &headers, body) {
-        Ok(admitted) => admitted,
-        Err(response) => return *response,
-    };
-    let request = QueryRequest { sql };
-    let sql_ref = sha256_hex(request.sql.as_bytes())[..12].to_string();
-    let outcome = execute(&state, &principal, &request.sql).await;
-    match &outcome {
-        Ok(result) => tracing::info!(
-            customer = principal.customer,
-            user = principal.user,
-            sql = sql_ref,
-            rows = result.rows,
-            bytes = result.bytes,
-            truncated = result.truncated,
-            elapsed_ms = result.elapsed.as_millis() as u64,
-            "Query answered."
-        ),
-        Err(e) => tracing::info!(
-            customer = principal.customer,
-            user = principal.user,
-            sql = sql_ref,
-            error = %e,
-            "Query refused or failed."
-        ),
-    }
-    match outcome {
-        Ok(result) => match json_answer(&result) {
-            Ok(body) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "failed", &message),
-        },
-        Err(e) => query_error(&e),
-    }
-}
-
-/// Runs `sql` for `principal` over the tables' latest versions.
+/// Runs `sql` with `params` for `principal` over the tables' latest
+/// versions.
 pub async fn execute(
     state: &AppState,
     principal: &Principal,
     sql: &str,
+    params: &Params,
 ) -> Result<QueryResult, QueryError> {
     let tables = state
         .catalog
@@ -400,7 +535,7 @@ pub async fn execute(
         .map(|t| (t.def.name.clone(), t.version))
         .collect();
     let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
-    run(&ctx, sql, &state.limits, versions).await
+    run(&ctx, sql, params, &state.limits, versions).await
 }
 
 /// The 200 body: columns, rows as JSON objects, and what was read.

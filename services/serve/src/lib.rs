@@ -13,6 +13,7 @@ pub mod config;
 pub mod customers;
 pub mod engine;
 pub mod http;
+pub mod reports;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub enum ServeError {
     Config { reason: String },
     #[error(transparent)]
     Customers(#[from] customers::CustomerError),
+    #[error(transparent)]
+    Reports(#[from] reports::ReportError),
     #[error("data set definitions: {source}")]
     Datasets {
         source: Box<medlake_common::dataset::DatasetError>,
@@ -48,6 +51,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
     let datasets = dataset::load_dir(&ctx.schemas_dir).map_err(|source| ServeError::Datasets {
         source: Box::new(source),
     })?;
+    let reports = reports::load_dir(&config.reports_dir)?;
     let catalog = catalog::Catalog::new(&ctx.lake_uri, datasets.into_iter().map(|d| d.name));
     let state = Arc::new(http::AppState {
         registry,
@@ -55,6 +59,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         limits: config.limits(),
         max_csv_rows: config.max_csv_rows,
         slots: http::Slots::new(config.max_queries_per_customer, config.max_queries),
+        reports,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -65,6 +70,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
     tracing::info!(
         addr = %config.listen,
         customers = state.registry.customers().len(),
+        reports = state.reports.len(),
         "Serving the SQL API."
     );
     ctx.health.set_ready(true);

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use deltalake::DeltaTable;
 use medlake_serve::catalog::Catalog;
 use medlake_serve::customers::Scope;
-use medlake_serve::engine::{QueryError, QueryLimits, QueryResult, run, scoped_session};
+use medlake_serve::engine::{Params, QueryError, QueryLimits, QueryResult, run, scoped_session};
 
 async fn write(lake: &std::path::Path, table: &str, batch: RecordBatch) {
     let url = medlake_sink::delta::create::table_url(lake.to_str().unwrap(), table).unwrap();
@@ -97,7 +97,7 @@ async fn query(
         .map(|t| (t.def.name.clone(), t.version))
         .collect();
     let ctx = scoped_session(&tables, scope, &limits).await?;
-    run(&ctx, sql, &limits, versions).await
+    run(&ctx, sql, &Params::new(), &limits, versions).await
 }
 
 /// Every string value of every column, for "no other facility's id".
@@ -294,6 +294,14 @@ mod api {
             },
             max_csv_rows: 5,
             slots: Slots::new(per_customer, 8),
+            reports: vec![
+                serde_yaml::from_str(
+                    "name: labs\ntitle: Labs\nparams:\n  - { name: facility, type: facility }\n\
+                     sql: SELECT _facility_id, test FROM lab_results WHERE $facility IS NULL OR \
+                     _facility_id = $facility ORDER BY _facility_id, test\n",
+                )
+                .unwrap(),
+            ],
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -466,6 +474,63 @@ mod api {
 
         let refused = csv("DROP TABLE lab_results").await;
         assert_eq!(refused.status(), 400);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn reports_run_with_their_parameters_inside_the_askers_scope() {
+        let (base, stop, _lake) = start(lake().await, 4).await;
+        let client = reqwest::Client::new();
+        let listed: serde_json::Value = client
+            .get(format!("{base}/v1/reports"))
+            .bearer_auth(C1_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["reports"][0]["name"], "labs");
+        assert_eq!(listed["reports"][0]["params"][0]["type"], "facility");
+
+        let run = |params: serde_json::Value, path: &'static str| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                client
+                    .post(format!("{base}/v1/reports/{path}"))
+                    .bearer_auth(C1_TOKEN)
+                    .json(&serde_json::json!({ "params": params }))
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let all: serde_json::Value = run(serde_json::json!({}), "labs")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(all["row_count"], 3);
+        let f2: serde_json::Value = run(serde_json::json!({ "facility": "F2" }), "labs")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(f2["row_count"], 1);
+        assert_eq!(f2["rows"][0]["_facility_id"], "F2");
+
+        let other = run(serde_json::json!({ "facility": "F3" }), "labs").await;
+        assert_eq!(other.status(), 400);
+        let body: serde_json::Value = other.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("not one of yours"));
+        assert_eq!(run(serde_json::json!({}), "nope").await.status(), 404);
+
+        let csv = run(serde_json::json!({ "facility": "F1" }), "labs/csv").await;
+        assert_eq!(
+            csv.headers()["content-disposition"],
+            "attachment; filename=\"labs_facility-F1.csv\""
+        );
+        assert_eq!(csv.text().await.unwrap().lines().count(), 1 + 2);
         stop.cancel();
     }
 }
