@@ -43,6 +43,10 @@ pub struct ServeConfig {
     /// Retry-After.
     #[serde(default = "default_max_queries_per_customer")]
     pub max_queries_per_customer: usize,
+    /// Bytes of answers kept for identical questions (0: no cache). An
+    /// answer is found again only while no table it read has a new commit.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: usize,
     /// Queries all customers together may run at once (503 past it).
     /// Memory: this × `query_memory_bytes` + this × `max_result_bytes`.
     #[serde(default = "default_max_queries")]
@@ -76,6 +80,9 @@ fn default_max_csv_rows() -> usize {
 fn default_max_queries_per_customer() -> usize {
     4
 }
+fn default_cache_bytes() -> usize {
+    128 * 1024 * 1024
+}
 fn default_max_queries() -> usize {
     8
 }
@@ -92,6 +99,7 @@ impl Default for ServeConfig {
             max_result_bytes: default_max_result_bytes(),
             max_csv_rows: default_max_csv_rows(),
             max_queries_per_customer: default_max_queries_per_customer(),
+            cache_bytes: default_cache_bytes(),
             max_queries: default_max_queries(),
         }
     }

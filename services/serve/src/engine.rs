@@ -33,13 +33,15 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::common::tree_node::TreeNodeRecursion;
+use deltalake::datafusion::datasource::provider_as_source;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::execution::SendableRecordBatchStream;
 use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use deltalake::datafusion::execution::memory_pool::GreedyMemoryPool;
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use deltalake::datafusion::logical_expr::{Expr, LogicalPlan, ident, lit};
-use deltalake::datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use deltalake::datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
+use deltalake::datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::catalog::OpenTable;
@@ -169,7 +171,13 @@ pub async fn scoped_session(
             .map_err(|e| QueryError::Failed {
                 message: e.to_string(),
             })?;
-        let frame = ctx.read_table(provider).map_err(failed)?;
+        // The scan carries the table's name, so plans say which tables a
+        // query reads; the name is not registered, so no SQL can use it.
+        let scan =
+            LogicalPlanBuilder::scan(open.def.name.as_str(), provider_as_source(provider), None)
+                .and_then(LogicalPlanBuilder::build)
+                .map_err(failed)?;
+        let frame = DataFrame::new(ctx.state(), scan);
         let frame = match scope {
             Scope::All => frame,
             Scope::Facilities(ids) => {
@@ -199,14 +207,20 @@ fn returned_bytes(batch: &RecordBatch) -> usize {
         .sum()
 }
 
-/// Plans read-only `sql` in `ctx` and starts it: its batches as they are
-/// computed. The caller bounds the time and the size of what it takes.
-pub async fn stream(
+/// A planned query: the plan, and the tables it reads.
+pub struct Planned {
+    frame: DataFrame,
+    /// The tables (views) the plan scans, subqueries included, sorted.
+    pub tables: Vec<String>,
+}
+
+/// Plans read-only `sql` with `params` in `ctx`.
+pub async fn plan(
     ctx: &SessionContext,
     sql: &str,
     params: &Params,
     limits: &QueryLimits,
-) -> Result<SendableRecordBatchStream, QueryError> {
+) -> Result<Planned, QueryError> {
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -227,10 +241,44 @@ pub async fn stream(
             .with_param_values(params.clone())
             .map_err(|e| QueryError::from_datafusion(e, limits))?
     };
+    let mut tables = std::collections::BTreeSet::new();
     frame
-        .execute_stream()
-        .await
-        .map_err(|e| QueryError::from_datafusion(e, limits))
+        .logical_plan()
+        .apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                tables.insert(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| QueryError::from_datafusion(e, limits))?;
+    Ok(Planned {
+        frame,
+        tables: tables.into_iter().collect(),
+    })
+}
+
+/// Plans read-only `sql` in `ctx` and starts it: its batches as they are
+/// computed. The caller bounds the time and the size of what it takes.
+pub async fn stream(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &Params,
+    limits: &QueryLimits,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    plan(ctx, sql, params, limits).await?.stream(limits).await
+}
+
+impl Planned {
+    /// Starts the query: its batches as they are computed.
+    pub async fn stream(
+        self,
+        limits: &QueryLimits,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
+        self.frame
+            .execute_stream()
+            .await
+            .map_err(|e| QueryError::from_datafusion(e, limits))
+    }
 }
 
 /// Runs read-only `sql` in `ctx` within `limits`.
@@ -241,9 +289,19 @@ pub async fn run(
     limits: &QueryLimits,
     versions: Vec<(String, u64)>,
 ) -> Result<QueryResult, QueryError> {
+    let planned = plan(ctx, sql, params, limits).await?;
+    collect(planned, limits, versions).await
+}
+
+/// Runs `planned` to its end within `limits`, keeping what it returns.
+pub async fn collect(
+    planned: Planned,
+    limits: &QueryLimits,
+    versions: Vec<(String, u64)>,
+) -> Result<QueryResult, QueryError> {
     let started = Instant::now();
     let work = async {
-        let mut stream = stream(ctx, sql, params, limits).await?;
+        let mut stream = planned.stream(limits).await?;
         let (mut batches, mut rows, mut bytes, mut truncated) = (Vec::new(), 0, 0, false);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| QueryError::from_datafusion(e, limits))?;

@@ -40,9 +40,10 @@ use medlake_common::raw_file::sha256_hex;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::cache::{self, Cache};
 use crate::catalog::Catalog;
 use crate::customers::{CustomerRegistry, Principal};
-use crate::engine::{self, Params, QueryError, QueryLimits, QueryResult, run, scoped_session};
+use crate::engine::{self, Params, QueryError, QueryLimits, QueryResult, scoped_session};
 use crate::reports::{self, Report};
 use futures::StreamExt;
 
@@ -56,6 +57,8 @@ pub struct AppState {
     pub slots: Slots,
     /// The predefined reports.
     pub reports: Vec<Report>,
+    /// Answers by scope, SQL, parameters and versions of the tables read.
+    pub cache: Cache,
 }
 
 /// Query slots: per customer and for the whole server.
@@ -516,13 +519,15 @@ impl CsvBody {
 }
 
 /// Runs `sql` with `params` for `principal` over the tables' latest
-/// versions.
+/// versions, or answers from the cache when none of the tables it reads
+/// changed since the same question was answered. The answer's `versions`
+/// are those of the tables the query reads.
 pub async fn execute(
     state: &AppState,
     principal: &Principal,
     sql: &str,
     params: &Params,
-) -> Result<QueryResult, QueryError> {
+) -> Result<Arc<QueryResult>, QueryError> {
     let tables = state
         .catalog
         .latest()
@@ -530,12 +535,20 @@ pub async fn execute(
         .map_err(|e| QueryError::Failed {
             message: e.to_string(),
         })?;
-    let versions = tables
+    let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
+    let planned = engine::plan(&ctx, sql, params, &state.limits).await?;
+    let versions: Vec<(String, u64)> = tables
         .iter()
+        .filter(|t| planned.tables.contains(&t.def.name))
         .map(|t| (t.def.name.clone(), t.version))
         .collect();
-    let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
-    run(&ctx, sql, params, &state.limits, versions).await
+    let key = cache::key(&principal.scope.key(), sql, params, &versions);
+    if let Some(answer) = state.cache.get(&key) {
+        return Ok(answer);
+    }
+    let answer = Arc::new(engine::collect(planned, &state.limits, versions).await?);
+    state.cache.put(key, answer.clone());
+    Ok(answer)
 }
 
 /// The 200 body: columns, rows as JSON objects, and what was read.

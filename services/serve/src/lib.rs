@@ -8,6 +8,7 @@
 //! - [`http`]: the SQL API (`POST /v1/query`), with query slots per
 //!   customer.
 
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod customers;
@@ -60,6 +61,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         max_csv_rows: config.max_csv_rows,
         slots: http::Slots::new(config.max_queries_per_customer, config.max_queries),
         reports,
+        cache: cache::Cache::new(config.cache_bytes),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

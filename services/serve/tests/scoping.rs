@@ -294,6 +294,7 @@ mod api {
             },
             max_csv_rows: 5,
             slots: Slots::new(per_customer, 8),
+            cache: medlake_serve::cache::Cache::new(64 * 1024 * 1024),
             reports: vec![
                 serde_yaml::from_str(
                     "name: labs\ntitle: Labs\nparams:\n  - { name: facility, type: facility }\n\
@@ -532,5 +533,70 @@ mod api {
         );
         assert_eq!(csv.text().await.unwrap().lines().count(), 1 + 2);
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_cache_answers_until_a_table_read_has_a_new_commit() {
+        use medlake_serve::customers::Principal;
+        let lake = lake().await;
+        let state = AppState {
+            registry: CustomerRegistry::default(),
+            catalog: Catalog::new(
+                lake.dir.path().to_str().unwrap(),
+                ["lab_results".to_string()],
+            ),
+            limits: QueryLimits::default(),
+            max_csv_rows: 10,
+            slots: Slots::new(4, 8),
+            cache: medlake_serve::cache::Cache::new(64 * 1024 * 1024),
+            reports: Vec::new(),
+        };
+        let c1 = Principal {
+            customer: "C1".into(),
+            user: "a".into(),
+            scope: Arc::new(scope(&["F1", "F2"])),
+        };
+        let sql = "SELECT count(*) AS n FROM lab_results";
+        let none = Params::new();
+        let ask =
+            async |who: &Principal| medlake_serve::http::execute(&state, who, sql, &none).await;
+        let first = ask(&c1).await.unwrap();
+        let second = ask(&c1).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the same question: the kept answer"
+        );
+        assert_eq!(
+            first.versions.len(),
+            1,
+            "only the table read: {:?}",
+            first.versions
+        );
+
+        // A commit to a table the query does not read keeps the answer.
+        write(lake.dir.path(), "_files", files(&["F1"])).await;
+        assert!(Arc::ptr_eq(&first, &ask(&c1).await.unwrap()));
+
+        // A commit to the table it reads is a new question at once.
+        write(lake.dir.path(), "lab_results", labs(&[("F1", "k", 4.4)])).await;
+        let after = ask(&c1).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &after));
+        let count = |r: &QueryResult| {
+            r.batches[0]
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0)
+        };
+        assert_eq!(count(&after), count(&first) + 1);
+
+        // Another customer never gets this customer's answer.
+        let c2 = Principal {
+            customer: "C2".into(),
+            user: "b".into(),
+            scope: Arc::new(scope(&["F3"])),
+        };
+        let theirs = ask(&c2).await.unwrap();
+        assert!(!Arc::ptr_eq(&after, &theirs));
+        assert_eq!(count(&theirs), 3);
     }
 }
