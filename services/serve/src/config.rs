@@ -47,6 +47,10 @@ pub struct ServeConfig {
     /// answer is found again only while no table it read has a new commit.
     #[serde(default = "default_cache_bytes")]
     pub cache_bytes: usize,
+    /// How often queued `_audit` rows are appended (one Delta commit), in
+    /// milliseconds; also at 1,000 rows and at shutdown.
+    #[serde(default = "default_audit_flush_ms")]
+    pub audit_flush_ms: u64,
     /// Queries all customers together may run at once (503 past it).
     /// Memory: this × `query_memory_bytes` + this × `max_result_bytes`.
     #[serde(default = "default_max_queries")]
@@ -83,6 +87,9 @@ fn default_max_queries_per_customer() -> usize {
 fn default_cache_bytes() -> usize {
     128 * 1024 * 1024
 }
+fn default_audit_flush_ms() -> u64 {
+    5_000
+}
 fn default_max_queries() -> usize {
     8
 }
@@ -100,6 +107,7 @@ impl Default for ServeConfig {
             max_csv_rows: default_max_csv_rows(),
             max_queries_per_customer: default_max_queries_per_customer(),
             cache_bytes: default_cache_bytes(),
+            audit_flush_ms: default_audit_flush_ms(),
             max_queries: default_max_queries(),
         }
     }
@@ -126,6 +134,7 @@ impl ServeConfig {
             ("max_csv_rows", self.max_csv_rows),
             ("max_queries_per_customer", self.max_queries_per_customer),
             ("max_queries", self.max_queries),
+            ("audit_flush_ms", self.audit_flush_ms as usize),
         ] {
             if value == 0 {
                 return Err(format!("serve.{name} must be positive"));

@@ -98,6 +98,17 @@ impl QueryError {
         !matches!(self, QueryError::Failed { .. })
     }
 
+    /// The error's `code` in answers and audit rows.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Refused { .. } => "refused",
+            QueryError::Invalid { .. } => "invalid",
+            QueryError::Timeout { .. } => "timeout",
+            QueryError::Memory { .. } => "memory",
+            QueryError::Failed { .. } => "failed",
+        }
+    }
+
     /// The query error a DataFusion error stands for.
     pub fn from_datafusion(error: DataFusionError, limits: &QueryLimits) -> Self {
         match error.find_root() {

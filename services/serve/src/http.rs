@@ -40,6 +40,7 @@ use medlake_common::raw_file::sha256_hex;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::audit::{AuditLog, AuditRow};
 use crate::cache::{self, Cache};
 use crate::catalog::Catalog;
 use crate::customers::{CustomerRegistry, Principal};
@@ -59,6 +60,8 @@ pub struct AppState {
     pub reports: Vec<Report>,
     /// Answers by scope, SQL, parameters and versions of the tables read.
     pub cache: Cache,
+    /// One `_audit` row per query.
+    pub audit: AuditLog,
 }
 
 /// Query slots: per customer and for the whole server.
@@ -195,20 +198,55 @@ fn take_slots(state: &AppState, principal: &Principal) -> Result<Held, Box<Respo
 
 /// The answer to a query error.
 fn query_error(e: &QueryError) -> Response {
-    let (status, code) = match e {
-        QueryError::Refused { .. } => (StatusCode::BAD_REQUEST, "refused"),
-        QueryError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
-        QueryError::Timeout { .. } => (StatusCode::BAD_REQUEST, "timeout"),
-        QueryError::Memory { .. } => (StatusCode::BAD_REQUEST, "memory"),
-        QueryError::Failed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+    let status = if e.is_client_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     };
-    error(status, code, &e.to_string())
+    error(status, e.code(), &e.to_string())
+}
+
+/// What the audit row of a query says of its answer.
+struct AuditFigures {
+    rows: usize,
+    bytes: usize,
+    tables: String,
+    outcome: &'static str,
+    elapsed: std::time::Duration,
+}
+
+fn audit_row(principal: &Principal, work: &Work, answer: &str, figures: AuditFigures) -> AuditRow {
+    AuditRow {
+        at: chrono::Utc::now(),
+        customer: principal.customer.clone(),
+        user: principal.user.clone(),
+        query: work.label.clone(),
+        sql_sha256: sha256_hex(work.sql.as_bytes()),
+        params: work.params_text.clone(),
+        tables: figures.tables,
+        answer: answer.to_string(),
+        rows: i64::try_from(figures.rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(figures.bytes).unwrap_or(i64::MAX),
+        outcome: figures.outcome.to_string(),
+        elapsed_ms: i64::try_from(figures.elapsed.as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// `table@version;…`.
+fn tables_text(versions: &[(String, u64)]) -> String {
+    versions
+        .iter()
+        .map(|(t, v)| format!("{t}@{v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// What to run: SQL, its parameters, and how logs and files name it.
 struct Work {
     sql: String,
     params: Params,
+    /// The parameters as given, `name=value;…`, for the audit.
+    params_text: String,
     /// `sql=<12 hex>` or `report=<name>`.
     label: String,
     /// The CSV file name.
@@ -223,6 +261,7 @@ impl Work {
             file_name: format!("query-{digest}.csv"),
             sql,
             params: Params::new(),
+            params_text: String::new(),
         }
     }
 }
@@ -307,9 +346,16 @@ fn report_work(
     let params = report
         .bind(&request.params, &principal.scope, reports::today())
         .map_err(|reason| Box::new(error(StatusCode::BAD_REQUEST, "invalid", &reason)))?;
+    let params_text = request
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";");
     Ok(Work {
         sql: report.sql.clone(),
         params,
+        params_text,
         label: format!("report={}", report.name),
         file_name: report.file_name(&request.params),
     })
@@ -356,7 +402,33 @@ async fn json_query(state: &AppState, principal: Principal, work: Work) -> Respo
         Ok(slots) => slots,
         Err(response) => return *response,
     };
+    let started = std::time::Instant::now();
     let outcome = execute(state, &principal, &work.sql, &work.params).await;
+    let (rows, bytes, tables, audited) = match &outcome {
+        Ok((result, cached)) => (
+            result.rows,
+            result.bytes,
+            tables_text(&result.versions),
+            if *cached { "cached" } else { "ok" },
+        ),
+        Err(e) => (0, 0, String::new(), e.code()),
+    };
+    state
+        .audit
+        .record(audit_row(
+            &principal,
+            &work,
+            "json",
+            AuditFigures {
+                rows,
+                bytes,
+                tables,
+                outcome: audited,
+                elapsed: started.elapsed(),
+            },
+        ))
+        .await;
+    let outcome = outcome.map(|(result, _)| result);
     match &outcome {
         Ok(result) => tracing::info!(
             customer = principal.customer,
@@ -419,6 +491,7 @@ async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Respon
             });
         }
     };
+    let file_name = work.file_name.clone();
     let csv = CsvBody {
         stream,
         deadline,
@@ -426,8 +499,10 @@ async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Respon
         header: true,
         slots: Some(slots),
         principal,
-        label: work.label,
+        work,
+        audit: state.audit.clone(),
         rows: 0,
+        bytes: 0,
         started,
     };
     (
@@ -436,7 +511,7 @@ async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Respon
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", work.file_name),
+                format!("attachment; filename=\"{file_name}\""),
             ),
         ],
         axum::body::Body::from_stream(csv.into_stream()),
@@ -453,8 +528,10 @@ struct CsvBody {
     /// Held until the download ends.
     slots: Option<Held>,
     principal: Principal,
-    label: String,
+    work: Work,
+    audit: AuditLog,
     rows: usize,
+    bytes: usize,
     started: tokio::time::Instant,
 }
 
@@ -463,14 +540,14 @@ impl CsvBody {
         futures::stream::unfold(self, |mut body| async move {
             body.slots.as_ref()?;
             if body.rows_left == 0 {
-                body.finish("cut at max_csv_rows");
+                body.finish("cut");
                 return None;
             }
             let next = tokio::time::timeout_at(body.deadline, body.stream.next()).await;
             let batch = match next {
                 Ok(Some(Ok(batch))) => batch,
                 Ok(None) => {
-                    body.finish("complete");
+                    body.finish("ok");
                     return None;
                 }
                 Ok(Some(Err(e))) => {
@@ -493,7 +570,10 @@ impl CsvBody {
                 .write(&batch);
             body.header = false;
             match written {
-                Ok(()) => Some((Ok(bytes::Bytes::from(out)), body)),
+                Ok(()) => {
+                    body.bytes += out.len();
+                    Some((Ok(bytes::Bytes::from(out)), body))
+                }
                 Err(e) => {
                     body.finish("failed");
                     Some((Err(std::io::Error::other(e.to_string())), body))
@@ -502,18 +582,32 @@ impl CsvBody {
         })
     }
 
-    /// Logs the download's end and gives its slots back.
-    fn finish(&mut self, outcome: &str) {
+    /// Logs and audits the download's end and gives its slots back.
+    fn finish(&mut self, outcome: &'static str) {
         if self.slots.take().is_some() {
             tracing::info!(
                 customer = self.principal.customer,
                 user = self.principal.user,
-                query = self.label,
+                query = self.work.label,
                 rows = self.rows,
                 outcome,
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
                 "CSV download ended."
             );
+            let row = audit_row(
+                &self.principal,
+                &self.work,
+                "csv",
+                AuditFigures {
+                    rows: self.rows,
+                    bytes: self.bytes,
+                    tables: String::new(),
+                    outcome,
+                    elapsed: self.started.elapsed(),
+                },
+            );
+            let audit = self.audit.clone();
+            tokio::spawn(async move { audit.record(row).await });
         }
     }
 }
@@ -527,7 +621,7 @@ pub async fn execute(
     principal: &Principal,
     sql: &str,
     params: &Params,
-) -> Result<Arc<QueryResult>, QueryError> {
+) -> Result<(Arc<QueryResult>, bool), QueryError> {
     let tables = state
         .catalog
         .latest()
@@ -544,11 +638,11 @@ pub async fn execute(
         .collect();
     let key = cache::key(&principal.scope.key(), sql, params, &versions);
     if let Some(answer) = state.cache.get(&key) {
-        return Ok(answer);
+        return Ok((answer, true));
     }
     let answer = Arc::new(engine::collect(planned, &state.limits, versions).await?);
     state.cache.put(key, answer.clone());
-    Ok(answer)
+    Ok((answer, false))
 }
 
 /// The 200 body: columns, rows as JSON objects, and what was read.

@@ -8,6 +8,7 @@
 //! - [`http`]: the SQL API (`POST /v1/query`), with query slots per
 //!   customer.
 
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod config;
@@ -54,6 +55,10 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
     })?;
     let reports = reports::load_dir(&config.reports_dir)?;
     let catalog = catalog::Catalog::new(&ctx.lake_uri, datasets.into_iter().map(|d| d.name));
+    let (audit, audit_writer) = audit::AuditLog::start(
+        &ctx.lake_uri,
+        std::time::Duration::from_millis(config.audit_flush_ms),
+    );
     let state = Arc::new(http::AppState {
         registry,
         catalog,
@@ -62,6 +67,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         slots: http::Slots::new(config.max_queries_per_customer, config.max_queries),
         reports,
         cache: cache::Cache::new(config.cache_bytes),
+        audit,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -76,6 +82,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         "Serving the SQL API."
     );
     ctx.health.set_ready(true);
+    let state_for_audit = state.clone();
     admin::serve_plain(
         listener,
         http::router(state),
@@ -88,5 +95,16 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
     )
     .await;
     ctx.health.set_ready(false);
+    // Queries still finishing record their rows meanwhile; the queue is
+    // written out before the process ends.
+    let flushed = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        state_for_audit.audit.flush(),
+    )
+    .await;
+    if flushed.is_err() {
+        tracing::error!("The audit queue was not written out within 30 s.");
+    }
+    drop(audit_writer);
     Ok(())
 }

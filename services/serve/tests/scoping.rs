@@ -295,6 +295,11 @@ mod api {
             max_csv_rows: 5,
             slots: Slots::new(per_customer, 8),
             cache: medlake_serve::cache::Cache::new(64 * 1024 * 1024),
+            audit: medlake_serve::audit::AuditLog::start(
+                lake.dir.path().to_str().unwrap(),
+                Duration::from_millis(200),
+            )
+            .0,
             reports: vec![
                 serde_yaml::from_str(
                     "name: labs\ntitle: Labs\nparams:\n  - { name: facility, type: facility }\n\
@@ -392,6 +397,40 @@ mod api {
         .unwrap();
         assert_eq!(empty["row_count"], 0);
         assert_eq!(empty["rows"], serde_json::json!([]));
+
+        // One audit row per query that ran (not the two refused logins).
+        let lake_dir = _lake.dir.path().to_str().unwrap().to_string();
+        let mut outcomes = Vec::new();
+        for _ in 0..100 {
+            if let Ok(batches) = medlake_sink::delta::read::read_all(&lake_dir, "_audit").await {
+                outcomes.clear();
+                for batch in &batches {
+                    let column = |name: &str| {
+                        let column = batch.column_by_name(name).unwrap();
+                        arrow::compute::cast(column, &DataType::Utf8)
+                            .unwrap()
+                            .as_string::<i32>()
+                            .clone()
+                    };
+                    let (customer, outcome, query) =
+                        (column("customer"), column("outcome"), column("query"));
+                    for i in 0..batch.num_rows() {
+                        assert!(query.value(i).starts_with("sql="), "a digest, not the SQL");
+                        outcomes.push(format!("{}:{}", customer.value(i), outcome.value(i)));
+                    }
+                }
+                if outcomes.len() >= 5 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            ["C1:invalid", "C1:ok", "C1:ok", "C1:refused", "C2:ok"],
+            "the audit rows"
+        );
         stop.cancel();
     }
 
@@ -549,6 +588,11 @@ mod api {
             max_csv_rows: 10,
             slots: Slots::new(4, 8),
             cache: medlake_serve::cache::Cache::new(64 * 1024 * 1024),
+            audit: medlake_serve::audit::AuditLog::start(
+                lake.dir.path().to_str().unwrap(),
+                Duration::from_millis(200),
+            )
+            .0,
             reports: Vec::new(),
         };
         let c1 = Principal {
@@ -558,10 +602,15 @@ mod api {
         };
         let sql = "SELECT count(*) AS n FROM lab_results";
         let none = Params::new();
-        let ask =
-            async |who: &Principal| medlake_serve::http::execute(&state, who, sql, &none).await;
-        let first = ask(&c1).await.unwrap();
-        let second = ask(&c1).await.unwrap();
+        let ask = async |who: &Principal| {
+            medlake_serve::http::execute(&state, who, sql, &none)
+                .await
+                .unwrap()
+        };
+        let (first, cached) = ask(&c1).await;
+        assert!(!cached);
+        let (second, cached) = ask(&c1).await;
+        assert!(cached);
         assert!(
             Arc::ptr_eq(&first, &second),
             "the same question: the kept answer"
@@ -575,11 +624,11 @@ mod api {
 
         // A commit to a table the query does not read keeps the answer.
         write(lake.dir.path(), "_files", files(&["F1"])).await;
-        assert!(Arc::ptr_eq(&first, &ask(&c1).await.unwrap()));
+        assert!(Arc::ptr_eq(&first, &ask(&c1).await.0));
 
         // A commit to the table it reads is a new question at once.
         write(lake.dir.path(), "lab_results", labs(&[("F1", "k", 4.4)])).await;
-        let after = ask(&c1).await.unwrap();
+        let after = ask(&c1).await.0;
         assert!(!Arc::ptr_eq(&first, &after));
         let count = |r: &QueryResult| {
             r.batches[0]
@@ -595,7 +644,7 @@ mod api {
             user: "b".into(),
             scope: Arc::new(scope(&["F3"])),
         };
-        let theirs = ask(&c2).await.unwrap();
+        let theirs = ask(&c2).await.0;
         assert!(!Arc::ptr_eq(&after, &theirs));
         assert_eq!(count(&theirs), 3);
     }
