@@ -129,6 +129,7 @@ pub async fn serve_plain(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("Connection refused: the server holds as many as it may.");
             continue;
         };
         let (app, stop) = (app.clone(), stop.clone());
@@ -144,6 +145,7 @@ pub async fn serve_plain(
             .await;
         });
     }
+    tracing::trace!("Stopped accepting connections.");
 }
 
 /// Binds `addr` and serves the admin endpoints until `shutdown`. Returns the
