@@ -114,10 +114,45 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/v1/query", post(query))
         .route("/v1/query.csv", post(query_csv))
+        .route("/", get(page))
+        .route("/app.js", get(script))
+        .route("/app.css", get(style))
         .route("/v1/reports", get(list_reports))
         .route("/v1/reports/{name}", post(run_report))
         .route("/v1/reports/{name}/csv", post(run_report_csv))
         .with_state(state)
+}
+
+/// The portal's page, script and style, built into the binary: nothing is
+/// fetched from elsewhere, and the page may load from this server only.
+const PAGE: &str = include_str!("web/index.html");
+const SCRIPT: &str = include_str!("web/app.js");
+const STYLE: &str = include_str!("web/app.css");
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 #[derive(Debug, Deserialize)]

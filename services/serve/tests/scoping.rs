@@ -648,4 +648,38 @@ mod api {
         assert!(!Arc::ptr_eq(&after, &theirs));
         assert_eq!(count(&theirs), 3);
     }
+
+    #[tokio::test]
+    async fn the_portal_page_is_served_whole_from_the_binary() {
+        let (base, stop, _lake) = start(lake().await, 4).await;
+        let get = |path: &'static str| {
+            let base = base.clone();
+            async move { reqwest::get(format!("{base}{path}")).await.unwrap() }
+        };
+        let page = get("/").await;
+        assert_eq!(page.status(), 200);
+        let policy = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(policy.contains("default-src 'self'"), "{policy}");
+        let html = page.text().await.unwrap();
+        for id in ["token", "report", "run", "csv", "sql", "chart", "result"] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "the page has #{id}");
+        }
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external resource"
+        );
+        let script = get("/app.js").await.text().await.unwrap();
+        assert!(script.contains("/v1/reports") && script.contains("Authorization"));
+        // The SVG namespace is a name, not a resource; nothing else is absolute.
+        let fetched = script.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !fetched.contains("://"),
+            "no external resource in the script"
+        );
+        assert_eq!(get("/app.css").await.status(), 200);
+        stop.cancel();
+    }
 }
