@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use axum::Router;
 use medlake_common::{Shutdown, admin, metrics};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -97,14 +96,14 @@ pub async fn serve(
         connections.spawn(async move {
             let _slot = slot;
             match transport {
-                Transport::Plain => serve_connection(stream, service, limits, stop).await,
+                Transport::Plain => admin::serve_http1(stream, service, limits.header_read_timeout, limits.max_header_bytes, stop).await,
                 Transport::Tls(acceptor) => {
                     let secured = tokio::select! {
                         secured = handshake(acceptor, stream, limits.header_read_timeout) => secured,
                         () = stop.cancelled() => None,
                     };
                     if let Some(stream) = secured {
-                        serve_connection(stream, service, limits, stop).await;
+                        admin::serve_http1(stream, service, limits.header_read_timeout, limits.max_header_bytes, stop).await;
                     }
                 }
             }
@@ -143,20 +142,4 @@ async fn handshake(
             None
         }
     }
-}
-
-/// Serves HTTP/1.1 on one connection until it closes, or until `stop`
-/// (then the request in progress finishes).
-async fn serve_connection<S>(stream: S, app: Router, limits: ServerLimits, stop: Shutdown)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    admin::serve_http1(
-        stream,
-        app,
-        limits.header_read_timeout,
-        limits.max_header_bytes,
-        stop,
-    )
-    .await;
 }
