@@ -59,7 +59,7 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// Writes the facility registry, starts the FTP server and creates the
     /// topics on `brokers`.
-    fn new(brokers: String) -> Self {
+    pub(crate) fn new(brokers: String) -> Self {
         Self::with_lake(brokers, None, Vec::new())
     }
 
@@ -134,6 +134,11 @@ impl Pipeline {
 
     pub(crate) fn lake(&self) -> String {
         self.lake.clone()
+    }
+
+    /// The test's own folder (registry, logs, generated files).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Where [`Pipeline::generate`] writes its manifest.

@@ -10,5 +10,6 @@ mod kafka;
 mod parse_cli;
 mod parser;
 mod parser_caps;
+mod serve;
 mod sink;
 mod spark;

@@ -36,6 +36,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use deltalake::datafusion::common::ScalarValue;
 use medlake_common::raw_file::sha256_hex;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -155,10 +156,72 @@ async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
 }
 
+/// `{"sql", "params", "page", "page_size"}` of an ad-hoc query. Parameters
+/// are `$name` in the SQL: strings, numbers, booleans or null.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
     sql: String,
+    #[serde(default)]
+    params: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    page_size: Option<usize>,
+}
+
+/// Which page of a JSON answer to return: `page` counts from 1,
+/// `page_size` rows each (default [`DEFAULT_PAGE_SIZE`], at most the
+/// server's row limit). The whole answer is computed once and kept in the
+/// cache, so the next page of an unchanged table is a cache hit.
+#[derive(Debug, Default, Clone, Copy)]
+struct PageRequest {
+    page: Option<usize>,
+    page_size: Option<usize>,
+}
+
+/// Rows of a JSON page when the request does not say.
+pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+
+/// A page of an answer: 0-based offset and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Page {
+    number: usize,
+    size: usize,
+}
+
+impl PageRequest {
+    fn resolve(self, max_rows: usize) -> Result<Page, String> {
+        let number = self.page.unwrap_or(1);
+        let size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE.min(max_rows));
+        if number == 0 {
+            return Err("page counts from 1".to_string());
+        }
+        if size == 0 || size > max_rows {
+            return Err(format!("page_size must be 1 to {max_rows}"));
+        }
+        Ok(Page { number, size })
+    }
+}
+
+/// A JSON value given for an ad-hoc query's `$name`.
+fn param_value(name: &str, value: &serde_json::Value) -> Result<ScalarValue, String> {
+    use serde_json::Value;
+    match value {
+        Value::Null => Ok(ScalarValue::Utf8(None)),
+        Value::Bool(b) => Ok(ScalarValue::Boolean(Some(*b))),
+        Value::String(s) => Ok(ScalarValue::Utf8(Some(s.clone()))),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Ok(ScalarValue::Int64(Some(i))),
+            None => n
+                .as_f64()
+                .map(|f| ScalarValue::Float64(Some(f)))
+                .ok_or_else(|| format!("parameter {name}: {n} is out of range")),
+        },
+        Value::Array(_) | Value::Object(_) => Err(format!(
+            "parameter {name}: a string, number, boolean or null is expected"
+        )),
+    }
 }
 
 /// An error answer: status, `{"error", "code"}`, optional Retry-After.
@@ -286,10 +349,12 @@ struct Work {
     label: String,
     /// The CSV file name.
     file_name: String,
+    /// The page of a JSON answer.
+    page: Page,
 }
 
 impl Work {
-    fn ad_hoc(sql: String) -> Self {
+    fn ad_hoc(sql: String, page: Page) -> Self {
         let digest = sha256_hex(sql.as_bytes())[..12].to_string();
         Self {
             label: format!("sql={digest}"),
@@ -297,8 +362,15 @@ impl Work {
             sql,
             params: Params::new(),
             params_text: String::new(),
+            page,
         }
     }
+}
+
+/// The names of an ad-hoc query's parameters, for the audit: values may be
+/// PHI (a patient's name typed into a filter), so only names are kept.
+fn params_text<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names.map(String::as_str).collect::<Vec<_>>().join(";")
 }
 
 /// How a query is answered.
@@ -332,7 +404,23 @@ async fn ad_hoc(
 ) -> Response {
     let admitted = authenticate(state, headers).and_then(|principal| {
         let request = body_of(body)?;
-        Ok((principal, Work::ad_hoc(request.sql)))
+        let invalid = |reason: String| Box::new(error(StatusCode::BAD_REQUEST, "invalid", &reason));
+        let page = PageRequest {
+            page: request.page,
+            page_size: request.page_size,
+        }
+        .resolve(state.limits.max_rows)
+        .map_err(invalid)?;
+        let params = request
+            .params
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), param_value(name, value)?)))
+            .collect::<Result<Params, String>>()
+            .map_err(invalid)?;
+        let mut work = Work::ad_hoc(request.sql, page);
+        work.params_text = params_text(request.params.keys());
+        work.params = params;
+        Ok((principal, work))
     });
     match admitted {
         Ok((principal, work)) => respond(state, principal, work, answer).await,
@@ -354,6 +442,10 @@ async fn respond(state: &AppState, principal: Principal, work: Work, answer: Ans
 struct ReportRequest {
     #[serde(default)]
     params: BTreeMap<String, String>,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    page_size: Option<usize>,
 }
 
 async fn list_reports(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -378,6 +470,12 @@ fn report_work(
         )));
     };
     let request = body_of(body)?;
+    let page = PageRequest {
+        page: request.page,
+        page_size: request.page_size,
+    }
+    .resolve(state.limits.max_rows)
+    .map_err(|reason| Box::new(error(StatusCode::BAD_REQUEST, "invalid", &reason)))?;
     let params = report
         .bind(&request.params, &principal.scope, reports::today())
         .map_err(|reason| Box::new(error(StatusCode::BAD_REQUEST, "invalid", &reason)))?;
@@ -393,6 +491,7 @@ fn report_work(
         params_text,
         label: format!("report={}", report.name),
         file_name: report.file_name(&request.params),
+        page,
     })
 }
 
@@ -484,7 +583,7 @@ async fn json_query(state: &AppState, principal: Principal, work: Work) -> Respo
         ),
     }
     match outcome {
-        Ok(result) => match json_answer(&result) {
+        Ok(result) => match json_answer(&result, work.page) {
             Ok(body) => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -680,8 +779,31 @@ pub async fn execute(
     Ok((answer, false))
 }
 
-/// The 200 body: columns, rows as JSON objects, and what was read.
-fn json_answer(result: &QueryResult) -> Result<String, String> {
+/// The rows `page` selects of `batches`, as slices (no copy).
+fn page_of(batches: &[RecordBatch], page: Page) -> Vec<RecordBatch> {
+    let mut skip = (page.number - 1).saturating_mul(page.size);
+    let mut room = page.size;
+    let mut out = Vec::new();
+    for batch in batches {
+        if room == 0 {
+            break;
+        }
+        let rows = batch.num_rows();
+        if skip >= rows {
+            skip -= rows;
+            continue;
+        }
+        let take = (rows - skip).min(room);
+        out.push(batch.slice(skip, take));
+        room -= take;
+        skip = 0;
+    }
+    out
+}
+
+/// The 200 body: columns, the page's rows as JSON objects, the page's
+/// place in the answer, and what was read.
+fn json_answer(result: &QueryResult, page: Page) -> Result<String, String> {
     let columns: Vec<serde_json::Value> = result
         .batches
         .first()
@@ -694,10 +816,11 @@ fn json_answer(result: &QueryResult) -> Result<String, String> {
                 .collect()
         })
         .unwrap_or_default();
+    let selected = page_of(&result.batches, page);
     let mut rows = Vec::new();
     {
         let mut writer = arrow_json::ArrayWriter::new(&mut rows);
-        let batches: Vec<&RecordBatch> = result.batches.iter().collect();
+        let batches: Vec<&RecordBatch> = selected.iter().collect();
         writer.write_batches(&batches).map_err(|e| e.to_string())?;
         writer.finish().map_err(|e| e.to_string())?;
     }
@@ -711,9 +834,12 @@ fn json_answer(result: &QueryResult) -> Result<String, String> {
         .collect();
     let rows = String::from_utf8(rows).map_err(|e| e.to_string())?;
     Ok(format!(
-        "{{\"columns\":{},\"rows\":{rows},\"row_count\":{},\"truncated\":{},\"tables\":{},\"elapsed_ms\":{}}}",
+        "{{\"columns\":{},\"rows\":{rows},\"row_count\":{},\"page\":{},\"page_size\":{},\"pages\":{},\"truncated\":{},\"tables\":{},\"elapsed_ms\":{}}}",
         serde_json::Value::from(columns),
         result.rows,
+        page.number,
+        page.size,
+        result.rows.div_ceil(page.size),
         result.truncated,
         serde_json::Value::from(tables),
         result.elapsed.as_millis()
@@ -723,6 +849,81 @@ fn json_answer(result: &QueryResult) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_slice_the_answer_across_its_batches() {
+        use arrow::array::{AsArray, Int64Array};
+        use arrow::datatypes::Int64Type;
+        let batch = |from: i64, to: i64| {
+            RecordBatch::try_from_iter([(
+                "n",
+                Arc::new(Int64Array::from_iter_values(from..to)) as arrow::array::ArrayRef,
+            )])
+            .unwrap()
+        };
+        // 10 rows in batches of 3, 4 and 3.
+        let batches = [batch(0, 3), batch(3, 7), batch(7, 10)];
+        let values = |page: Page| -> Vec<i64> {
+            page_of(&batches, page)
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect()
+        };
+        assert_eq!(values(Page { number: 1, size: 4 }), vec![0, 1, 2, 3]);
+        assert_eq!(values(Page { number: 2, size: 4 }), vec![4, 5, 6, 7]);
+        assert_eq!(values(Page { number: 3, size: 4 }), vec![8, 9]);
+        assert!(values(Page { number: 4, size: 4 }).is_empty());
+        assert_eq!(
+            values(Page {
+                number: 1,
+                size: 100
+            })
+            .len(),
+            10
+        );
+    }
+
+    #[test]
+    fn page_requests_are_checked_against_the_row_limit() {
+        let request = |page, page_size| PageRequest { page, page_size }.resolve(500);
+        assert_eq!(
+            request(None, None),
+            Ok(Page {
+                number: 1,
+                size: 500
+            })
+        );
+        assert_eq!(
+            request(Some(3), Some(20)),
+            Ok(Page {
+                number: 3,
+                size: 20
+            })
+        );
+        assert!(request(Some(0), None).is_err());
+        assert!(request(None, Some(0)).is_err());
+        assert!(request(None, Some(501)).is_err());
+    }
+
+    #[test]
+    fn ad_hoc_parameters_take_json_scalars_only() {
+        let value = |v: serde_json::Value| param_value("p", &v);
+        assert_eq!(
+            value(serde_json::json!("F1")),
+            Ok(ScalarValue::Utf8(Some("F1".into())))
+        );
+        assert_eq!(value(serde_json::json!(7)), Ok(ScalarValue::Int64(Some(7))));
+        assert_eq!(
+            value(serde_json::json!(0.5)),
+            Ok(ScalarValue::Float64(Some(0.5)))
+        );
+        assert_eq!(
+            value(serde_json::json!(true)),
+            Ok(ScalarValue::Boolean(Some(true)))
+        );
+        assert_eq!(value(serde_json::Value::Null), Ok(ScalarValue::Utf8(None)));
+        assert!(value(serde_json::json!(["F1"])).is_err());
+    }
 
     #[test]
     fn slots_are_per_customer_inside_a_server_bound() {

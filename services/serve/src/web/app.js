@@ -155,7 +155,8 @@ async function run(path, body, chart) {
     return;
   }
   const answer = await response.json();
-  $("status").textContent = `${answer.row_count} rows${answer.truncated ? " (cut)" : ""} in ${answer.elapsed_ms} ms`;
+  const shown = answer.rows.length < answer.row_count ? ` (the first ${answer.rows.length} shown; the CSV has them all)` : "";
+  $("status").textContent = `${answer.row_count} rows${answer.truncated ? " (cut)" : ""}${shown} in ${answer.elapsed_ms} ms`;
   showChart(answer, chart);
   showTable(answer);
 }
