@@ -10,13 +10,14 @@
 #               uid, title, panels) and every PromQL query in it parses
 #               (promtool, through a generated rule file); every medlake_*
 #               metric they name is defined in services/common/src/metrics.rs
-#   chart       helm/medlake/files/ equals its sources (schemas/, dashboards,
-#               alerts); every data set has a sink; `helm lint` and
+#               or services/serve/src/ (serve registers its own)
+#   chart       helm/medlake/files/ equals its sources (schemas/, reports/,
+#               dashboards, alerts); every data set has a sink; `helm lint` and
 #               `helm template` with KEDA off and on, no HPA on a Deployment
 #               KEDA scales
 #
 # `scripts/check-deploy.sh sync` copies the sources into the chart first
-# (after changing schemas/, a dashboard or the alerts).
+# (after changing schemas/, reports/, a dashboard or the alerts).
 #
 # Tools: docker + the compose plugin (scripts/install-compose.sh), promtool
 # (scripts/install-promtool.sh), helm (scripts/install-helm.sh); `make tools`
@@ -37,6 +38,7 @@ PROMTOOL="${PROMTOOL:-$(command -v promtool || echo "$gobin/promtool")}"
 # (Helm cannot read files outside the chart): source -> copy.
 COPIES=(
     "schemas:$CHART/files/schemas"
+    "reports:$CHART/files/reports"
     "deploy/grafana/dashboards:$CHART/files/dashboards"
     "deploy/prometheus/alerts.yml:$CHART/files/prometheus/alerts.yml"
 )
@@ -139,14 +141,15 @@ else
 fi
 
 step "metrics named by alerts and dashboards exist"
-# Every medlake_* series must be one services/common/src/metrics.rs defines
-# (histograms' _bucket/_count/_sum included), so a renamed metric cannot
-# silently empty a panel or disarm an alert.
-defined="$(grep -o '"medlake_[a-z0-9_]*"' services/common/src/metrics.rs | tr -d '"' | sort -u)"
+# Every medlake_* series must be one services/common/src/metrics.rs or
+# services/serve/src/ defines (histograms' _bucket/_count/_sum included), so a
+# renamed metric cannot silently empty a panel or disarm an alert.
+defined="$(grep -rho --include='*.rs' '"medlake_[a-z0-9_]*"' services/common/src/metrics.rs services/serve/src \
+    | tr -d '"' | sort -u)"
 used="$(grep -ho 'medlake_[a-z0-9_]*' deploy/prometheus/alerts.yml deploy/grafana/dashboards/*.json \
     | sed -E 's/_(bucket|count|sum)$//' | sort -u)"
 unknown="$(comm -23 <(echo "$used") <(echo "$defined"))"
-[[ -z "$unknown" ]] || bad "metrics not defined in services/common/src/metrics.rs: $(echo $unknown)"
+[[ -z "$unknown" ]] || bad "metrics not defined in services/common/src/metrics.rs or services/serve/src: $(echo $unknown)"
 printf '%d medlake metrics used, all defined\n' "$(echo "$used" | wc -l)"
 
 # ---------------------------------------------------------------- chart

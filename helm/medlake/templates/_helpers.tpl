@@ -102,13 +102,15 @@ medlake.io/table: {{ include "medlake.tableSlug" .table }}
 {{/*
 The pod template every medlake workload shares. Arguments (dict):
   root       the chart's root context
-  component  parser | sink | ftp-connector | api-connector | maintain | topics
+  component  parser | sink | ftp-connector | api-connector | serve | maintain | topics
   table      (sinks) the table name
   args       the container's arguments (the subcommand)
   env        extra environment variables (list of EnvVar)
   ports      extra container ports (list of ContainerPort)
   resources  the container's resources
   probes     whether to add liveness/readiness probes (long-running services)
+  annotations  extra pod annotations (dict), e.g. checksums of the service's
+             own ConfigMaps
   volumes    extra volumes (list of Volume), with
   mounts     their mounts in the container (list of VolumeMount)
   restartPolicy  (jobs) OnFailure
@@ -125,6 +127,9 @@ metadata:
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap-config.yaml") $root | sha256sum }}
     checksum/schemas: {{ include (print $root.Template.BasePath "/configmap-schemas.yaml") $root | sha256sum }}
+    {{- with .annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
