@@ -13,9 +13,14 @@ environment.
   3. generates a slice of a day (`medlake gen`) and delivers the even files by
      FTP, the odd ones by HTTP PUT to the push API (127.0.0.1:18480);
   4. waits until the lake reconciles with the generator's manifest, prints
-     the summary and example Spark SQL queries, and stops every process it
-     started (connectors, parser, sink, FTP server), also on an error or
-     Ctrl-C; on an error the services' last log lines are shown.
+     the summary and example Spark SQL queries;
+  5. the customers' portal: `medlake serve` (127.0.0.1:18490, customers of
+     config/demo-customers.yaml) runs a report for a demo customer through
+     its API, and the portal's address and the demo tokens are printed. On a
+     terminal the portal stays up until Ctrl-C (DEMO_PORTAL_WAIT=0: not);
+  6. stops every process it started (connectors, parser, sink, serve, FTP
+     server), also on an error or Ctrl-C; on an error the services' last log
+     lines are shown.
 
 Logs, generated files and summary.txt go to the work folder. Each option's
 default comes from the environment variable named in its help.
@@ -33,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from medlake_local import (  # noqa: E402
@@ -42,8 +48,15 @@ from medlake_local import (  # noqa: E402
 
 CONFIG = REPO / "config" / "demo.yaml"
 API_ADDR = "127.0.0.1:18480"  # api_connector.listen of config/demo.yaml
-SERVICES = ("parser", "sink", "ftp-connector", "api-connector")  # in starting order
+SERVICES = ("parser", "sink", "ftp-connector", "api-connector", "serve")  # in starting order
 ADMINS = {name: f"127.0.0.1:{19401 + i}" for i, name in enumerate(SERVICES)}
+PORTAL_ADDR = "127.0.0.1:18490"  # serve.listen of config/demo.yaml
+# Tokens of config/demo-customers.yaml (demo values, stored there as digests).
+DEMO_TOKENS = {
+    "C001 (F001, F002)": "c001-demo-token-1234",
+    "C002 (F003)": "c002-demo-token-1234",
+    "analysts (every facility)": "analyst-demo-token-1234",
+}
 LAKE_MARKER = ".medlake-demo"
 PUSH_WORKERS = 1  # one PUT at a time, as a facility's sender would
 LOG_TAIL_LINES = 15
@@ -114,6 +127,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the local lake (DEMO_LAKE, ./lake)")
     parser.add_argument("--dir", default=env_setting("DEMO_DIR", str(REPO / ".demo")),
                         help="work folder: logs and generated files (DEMO_DIR, ./.demo)")
+    parser.add_argument("--portal-wait", choices=("auto", "0", "1"), default=env_setting("DEMO_PORTAL_WAIT", "auto"),
+                        help="keep the portal up until Ctrl-C at the end: auto (when stdin is a terminal), "
+                             "0 or 1 (DEMO_PORTAL_WAIT, auto)")
     parser.add_argument("--keep-running", action="store_true",
                         default=os.environ.get("DEMO_KEEP_RUNNING") == "1",
                         help="leave the services running after a successful run (DEMO_KEEP_RUNNING=1)")
@@ -132,7 +148,7 @@ def port_open(address: str) -> bool:
 
 def check_ports() -> None:
     """Fails when one of the demo's ports is taken (another demo running?)."""
-    for address in (f"{FTP_HOST}:{FTP_PORT}", API_ADDR, *ADMINS.values()):
+    for address in (f"{FTP_HOST}:{FTP_PORT}", API_ADDR, PORTAL_ADDR, *ADMINS.values()):
         if port_open(address):
             port = address.rsplit(":", 1)[1]
             raise DemoError(f"port {port} is in use (another demo still running?): see ss -ltnp 'sport = :{port}'")
@@ -187,6 +203,43 @@ class Demo:
         print(f"demo wall time: {int(time.time() - self.args.started_at)}s (lake: {self.lake})", flush=True)
         step("query the tables")
         print(SPARK_EXAMPLES.format(lake=self.lake, python=self.args.python, binary=self.binary), end="", flush=True)
+        self.portal()
+
+    def portal(self) -> None:
+        """Runs a report as a demo customer through the portal's API, prints
+        the portal's address and the demo tokens, and waits for Ctrl-C when
+        asked to (or when on a terminal)."""
+        step(f"the customers' portal: http://{PORTAL_ADDR}/")
+        token = DEMO_TOKENS["C001 (F001, F002)"]
+        request = urllib.request.Request(
+            f"http://{PORTAL_ADDR}/v1/reports/feed_status", data=b'{"params": {}}', method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.load(response)
+        except OSError as error:
+            raise DemoError(f"the portal's API did not answer the feed status report: {error}",
+                            show_logs=True) from error
+        facilities = sorted({row["facility_id"] for row in answer["rows"]})
+        log(f"feed status as customer C001: {answer['row_count']} rows (facilities {', '.join(facilities)}) "
+            f"in {answer['elapsed_ms']} ms")
+        print(f"\nThe portal: http://{PORTAL_ADDR}/  (sign in with a token; the SQL API is POST /v1/query)")
+        for who, value in DEMO_TOKENS.items():
+            print(f"  {who:<28} token {value}")
+        print(f"""
+  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{{"sql": "SELECT facility_id, status, count(*) AS files FROM _files GROUP BY 1, 2"}}' \\
+    http://{PORTAL_ADDR}/v1/query
+""", flush=True)
+        wait = self.args.portal_wait == "1" or (self.args.portal_wait == "auto" and sys.stdin.isatty())
+        if wait and not self.args.keep_running:
+            log("the portal and the services stay up until Ctrl-C")
+            try:
+                while all(service.proc.poll() is None for service in self.pipeline.services.values()):
+                    time.sleep(1)
+                raise DemoError("a service stopped while the portal was up", show_logs=True)
+            except KeyboardInterrupt:
+                log("stopping")
 
     def fresh_folders(self) -> None:
         """Replaces the lake (only one the demo made) and the work folder."""

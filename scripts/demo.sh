@@ -16,8 +16,11 @@
 #       20-300 XML files, a few bad files) and delivers half through FTP and
 #       half through the HTTP push API;
 #     - waits until the ledger lists every file and the tables hold what the
-#       generator's manifest says, prints the summary and a Spark SQL example,
-#       and stops the services with SIGTERM (also on an error or Ctrl-C).
+#       generator's manifest says, prints the summary and a Spark SQL example;
+#     - runs a report through `medlake serve` (the customers' portal and SQL
+#       API) and prints the portal's URL and the demo customers' tokens; on a
+#       terminal the portal stays up until Ctrl-C (DEMO_PORTAL_WAIT=0: not);
+#     - stops the services with SIGTERM (also on an error or Ctrl-C).
 #
 # Each run uses fresh topics (MEDLAKE_TOPICS__PREFIX) and a fresh ./lake (a
 # lake made by an earlier demo is replaced; any other ./lake is left alone and
@@ -25,7 +28,8 @@
 #
 # Settings: DEMO_FILES (48), DEMO_MAX_ZIP_BYTES (250000), DEMO_BAD (4),
 # DEMO_SEED (2024), DEMO_TIMEOUT_S (300), DEMO_LAKE (./lake), DEMO_DIR
-# (./.demo), DEMO_KEEP_RUNNING=1 (leave the services, and a broker started
+# (./.demo), DEMO_PORTAL_WAIT (auto: wait on a terminal; 0; 1),
+# DEMO_KEEP_RUNNING=1 (leave the services, and a broker started
 # here, running at the end); see `python3 scripts/demo.py --help`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
