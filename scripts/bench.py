@@ -30,11 +30,22 @@ a real broker, the landing FTP server and a local lake, on files written by
               tables' layout before and after `medlake maintain`, Spark
               group-by times and the landing walker's reaction time
               (scripts/seed_day.py).
+  serve       the customers' reports (`medlake serve`) over the seed_day
+              lake: 1,100 customers over its 8,000 facilities and an
+              analyst; 20 clients, each another customer, ask every report
+              in turn with its own facilities for --serve-seconds with no
+              answer cache (serve.cache_bytes 0), then the same requests
+              with the cache, warmed; latency p50/p95/max per report,
+              requests/s, 429 and 503 answers, peak RSS, against the
+              targets (scripts/serve_bench.py). Without seed_day in the same
+              run it reads the lake an earlier seed_day phase left in
+              <work>/seed_day, and fails when there is none.
 
 Every phase starts from fresh topics and a fresh lake, and ends by checking
 the lake against the generator's manifest (rows per table; parser_files: the
 parser's processed files and records), so a fast but wrong run fails instead
-of being reported.
+of being reported. The serve phase only reads (and appends its `_audit`
+rows): it fails when a report answers without a row.
 
 Latencies come from the sink's `medlake_sink_file_to_table_seconds`
 histogram (from a file's `medlake.received_at` at the connector to the Delta
@@ -69,8 +80,11 @@ from medlake_local import (  # noqa: E402
     run_env, run_medlake, split_by_channel, wait_for,
 )
 import seed_day  # noqa: E402
+import serve_bench  # noqa: E402
 
 API_ADDR = "127.0.0.1:18481"  # api_connector.listen of config/bench.yaml
+SERVE_ADDR = "127.0.0.1:18482"  # serve.listen of config/bench.yaml
+SERVE_ADMIN = "127.0.0.1:19415"
 # Admin endpoints, in the order the services start and the results list them.
 ADMINS = {
     "sink": "127.0.0.1:19411",
@@ -431,6 +445,19 @@ def git(*args: str) -> str:
                           stderr=subprocess.DEVNULL).stdout.strip()
 
 
+def clear_work(work: pathlib.Path, keep: set[str]) -> None:
+    """Empties the work folder but for its entries named in `keep`."""
+    if work.is_dir():
+        for entry in work.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", required=True, help="the release medlake binary")
@@ -438,7 +465,9 @@ def main() -> int:
     parser.add_argument("--python", required=True, help="python with pyftpdlib (FTP server)")
     parser.add_argument("--config", default=str(REPO / "config" / "bench.yaml"),
                         help="medlake configuration of the services (the file's settings are what is measured)")
-    parser.add_argument("--work", default=str(REPO / ".bench"), help="scratch folder (replaced)")
+    parser.add_argument("--work", default=str(REPO / ".bench"),
+                        help="scratch folder, replaced at the start; but when the serve phase runs without "
+                             "seed_day, its seed_day/ folder (the lake serve reads) is kept")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--files", type=int, default=60,
                         help="files of the throughput phases (the generator's size mix: 60 files are about 1 M records)")
@@ -456,21 +485,30 @@ def main() -> int:
                         help="files dropped one by one into landing folders after the seed day")
     parser.add_argument("--cache", default=str(pathlib.Path(os.environ.get("MEDLAKE_CACHE", pathlib.Path.home() / ".cache" / "medlake")) / "bench"),
                         help="where generated seed-day archives are kept between runs")
-    parser.add_argument("--phases", default="stages,end_to_end,fixed_load,parser_files,merge,seed_day")
+    parser.add_argument("--serve-seconds", type=float, default=120,
+                        help="length of the serve phase's uncached pass (the cached pass repeats its requests)")
+    parser.add_argument("--serve-clients", type=int, default=serve_bench.CLIENTS,
+                        help="concurrent clients of the serve phase, each another customer")
+    parser.add_argument("--serve-customers", type=int, default=serve_bench.CUSTOMERS,
+                        help="customers of the serve phase's registry, sharing the seed_day facilities")
+    parser.add_argument("--phases", default="stages,end_to_end,fixed_load,parser_files,merge,seed_day,serve")
     parser.add_argument("--profile", action="store_true", help="perf record the parser and the sink end to end")
     args = parser.parse_args()
 
     bench = Bench(args)
-    shutil.rmtree(bench.work, ignore_errors=True)
-    bench.work.mkdir(parents=True)
     phases = args.phases.split(",")
+    # serve without seed_day reads the lake an earlier seed_day phase left.
+    keep = {"seed_day"} if "serve" in phases and "seed_day" not in phases else set()
+    if keep:
+        serve_bench.seed_lake(bench.work)
+    clear_work(bench.work, keep)
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     result: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "machine": machine(),
-        "build": "release",
+        "build": "debug" if "debug" in bench.binary.parts else "release",
         "config": os.path.relpath(args.config, REPO),
         "kafka_brokers": os.environ.get("KAFKA_BROKERS", ""),
     }
@@ -501,6 +539,9 @@ def main() -> int:
         result["seed_day_data"] = manifest_totals(manifest)
         result["seed_day_data"]["shape"] = describe(manifest)
         result["seed_day"] = seed_day.run_phase(bench, manifest, registry, secrets)
+    if "serve" in phases:
+        result["serve"] = serve_bench.run_phase(bench, SERVE_ADDR, SERVE_ADMIN,
+                                                seed_day.facility_ids(args.seed_day_facilities))
     result["bench_seconds"] = round(time.monotonic() - started, 1)
 
     out = pathlib.Path(args.out)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: builds the release `medlake` binary and the MERGE benchmark,
-# uses (or starts) the local broker, and runs scripts/bench.py, which writes
+# uses (or starts) the local broker when a phase needs one (every phase but
+# merge and serve), and runs scripts/bench.py, which writes
 # bench/results/<date>-<commit>.json. See BENCHMARKS.md for the method.
 #
 # Arguments go to scripts/bench.py (e.g. `--files 300 --fixed-seconds 60`,
@@ -21,7 +22,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEDLAKE_CACHE/target}"
 
 # merge_bench is built only when the merge phase runs: built on its own it
 # has another feature set than the binary, so a second long release build.
-phases="stages,end_to_end,fixed_load,parser_files,merge,seed_day"
+phases="stages,end_to_end,fixed_load,parser_files,merge,seed_day,serve"
 previous=""
 for arg in "$@"; do
     [[ "$previous" == --phases ]] && phases="$arg"
@@ -41,12 +42,16 @@ if [[ ",$phases," == *,seed_day,* ]]; then
     "$SCRIPTS_DIR/spark-deps.sh"
 fi
 
-kafka_use_or_start
-if (( KAFKA_STARTED_HERE )); then
-    trap '"$SCRIPTS_DIR/kafka-down.sh" || true' EXIT
+# merge and serve (which reads the lake seed_day left) need no broker.
+if [[ ",$phases," =~ ,(stages|end_to_end|fixed_load|parser_files|seed_day), ]]; then
+    kafka_use_or_start
+    if (( KAFKA_STARTED_HERE )); then
+        trap '"$SCRIPTS_DIR/kafka-down.sh" || true' EXIT
+    fi
 fi
 
-for port in 2199 18481 19411 19412 19413 19414; do
+# FTP, push API, serve; admin ports of sink, parser, connectors, serve.
+for port in 2199 18481 18482 19411 19412 19413 19414 19415; do
     if port_open 127.0.0.1 "$port"; then
         die "port $port is in use (a demo or another bench running?): see ss -ltnp 'sport = :$port'"
     fi

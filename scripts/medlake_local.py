@@ -40,7 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 FACILITIES_FILE = REPO / "config" / "demo-facilities.yaml"
 FACILITIES = ("F001", "F002", "F003", "F004", "F005", "F006")  # of FACILITIES_FILE
 # Stopping order: the connectors first (no new files), then the parser, then the sink.
-STOP_ORDER = ("api-connector", "ftp-connector", "parser", "sink")
+STOP_ORDER = ("serve", "api-connector", "ftp-connector", "parser", "sink")
 FTP_HOST = "127.0.0.1"
 FTP_PORT = 2199  # as in FACILITIES_FILE
 FTP_PASSIVE_PORTS = "30150-30199"
