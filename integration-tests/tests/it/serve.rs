@@ -238,6 +238,65 @@ async fn customers_read_only_their_facilities_of_the_lake_the_pipeline_wrote() {
     }
     eprintln!("serve: every table scoped for every customer");
 
+    // 1b. Every report answers every customer over the whole data, its
+    //     range starting on the first day of the data exactly (a range
+    //     ending on a column's bound once tripped the planner's statistics).
+    let first_day = serve
+        .query(
+            "analysts",
+            "SELECT CAST(min(event_time) AS DATE) AS d FROM adt_events",
+        )
+        .await["rows"][0]["d"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = serve
+        .client
+        .get(format!("{}/v1/reports", serve.base))
+        .bearer_auth(Serve::token("analysts"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let reports = listed["reports"].as_array().unwrap().clone();
+    assert!(reports.len() >= 7, "{listed}");
+    for report in &reports {
+        let name = report["name"].as_str().unwrap();
+        let mut params = serde_json::Map::new();
+        for param in report["params"].as_array().unwrap() {
+            if param["type"] == "date" {
+                let value = if param["name"] == "from" {
+                    first_day.as_str()
+                } else {
+                    "today"
+                };
+                params.insert(param["name"].as_str().unwrap().into(), value.into());
+            }
+        }
+        for (customer, facilities, _) in CUSTOMERS {
+            let (status, body) = serve
+                .post(
+                    customer,
+                    &format!("/v1/reports/{name}"),
+                    serde_json::json!({ "params": params }),
+                )
+                .await;
+            assert_eq!(status, 200, "{customer}: report {name} {params:?}: {body}");
+            for value in strings_of(&body) {
+                let foreign = ["E01", "E02", "E03"].contains(&value.as_str())
+                    && !facilities.is_empty()
+                    && !facilities.contains(&value.as_str());
+                assert!(!foreign, "{customer}: report {name} shows {value}");
+            }
+        }
+    }
+    eprintln!(
+        "serve: {} reports answer every customer from {first_day}",
+        reports.len()
+    );
+
     // 2. Hostile queries as C1 (E01): refused with a 400, or answered with
     //    E01's rows only. The raw zone, the audit table, files and settings
     //    are out of reach.

@@ -46,7 +46,15 @@ struct Entry {
 pub struct Cache {
     max_bytes: usize,
     state: Mutex<State>,
+    /// The tables each SQL text reads (by the SHA-256 of the text), learnt
+    /// from its first plan: a repeated question finds its answer without
+    /// being planned again. Which tables a text reads depends on the text
+    /// alone (every scope has the same table names).
+    reads: Mutex<HashMap<String, Vec<String>>>,
 }
+
+/// SQL texts whose tables are remembered; past it the memory starts over.
+const MAX_REMEMBERED_TEXTS: usize = 4_096;
 
 #[derive(Default)]
 struct State {
@@ -61,6 +69,7 @@ impl Cache {
         Self {
             max_bytes,
             state: Mutex::new(State::default()),
+            reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,6 +124,25 @@ impl Cache {
         }
     }
 
+    /// The tables `sql` was found to read when it was last planned.
+    pub fn tables_read(&self, sql: &str) -> Option<Vec<String>> {
+        let digest = medlake_common::raw_file::sha256_hex(sql.as_bytes());
+        self.reads.lock().expect("cache lock").get(&digest).cloned()
+    }
+
+    /// Remembers that `sql` reads `tables`.
+    pub fn remember_tables_read(&self, sql: &str, tables: Vec<String>) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        let digest = medlake_common::raw_file::sha256_hex(sql.as_bytes());
+        let mut reads = self.reads.lock().expect("cache lock");
+        if reads.len() >= MAX_REMEMBERED_TEXTS && !reads.contains_key(&digest) {
+            reads.clear();
+        }
+        reads.insert(digest, tables);
+    }
+
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
         self.state.lock().expect("cache lock").bytes
@@ -150,6 +178,22 @@ mod tests {
             deltalake::datafusion::common::ScalarValue::Utf8(Some("F1".into())),
         )]);
         assert_ne!(v1, key("F1", "SELECT 1", &with, &[("labs".into(), 1)]));
+    }
+
+    #[test]
+    fn the_tables_a_text_reads_are_remembered_by_text() {
+        let cache = Cache::new(1024);
+        assert_eq!(cache.tables_read("SELECT 1"), None);
+        cache.remember_tables_read("SELECT * FROM a JOIN b", vec!["a".into(), "b".into()]);
+        assert_eq!(
+            cache.tables_read("SELECT * FROM a JOIN b"),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(cache.tables_read("SELECT * FROM a"), None);
+        // A cache that keeps nothing remembers nothing either.
+        let off = Cache::new(0);
+        off.remember_tables_read("SELECT * FROM a", vec!["a".into()]);
+        assert_eq!(off.tables_read("SELECT * FROM a"), None);
     }
 
     #[test]

@@ -4,11 +4,18 @@
 //! Handles are opened once and brought up to the latest commit before each
 //! query, so a query sees every commit made before it started, and the
 //! versions it read are known (for the cache key and the audit row).
+//!
+//! One refresh serves every query that arrived before it started: under
+//! load, queries waiting for the catalog share the next refresh instead of
+//! each listing every table's log in turn. The tables are refreshed side by
+//! side.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// The facility column of the data set tables (added by the parser).
 pub const DATASET_FACILITY_COLUMN: &str = "_facility_id";
@@ -44,7 +51,14 @@ pub struct CatalogError {
 pub struct Catalog {
     lake_uri: String,
     defs: Vec<TableDef>,
-    open: Mutex<BTreeMap<String, DeltaTable>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    open: BTreeMap<String, DeltaTable>,
+    /// The last refresh: when it started, and the tables it found.
+    last: Option<(Instant, Arc<Vec<OpenTable>>)>,
 }
 
 impl Catalog {
@@ -66,50 +80,67 @@ impl Catalog {
         Self {
             lake_uri: lake_uri.to_string(),
             defs,
-            open: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    /// Every table that exists now, at its latest version. A table not
+    /// Every table that exists now, at its latest version: the tables as a
+    /// refresh that started after this call found them. A table not
     /// written yet is left out (a query naming it is told it does not
     /// exist), so a new data set appears with its first commit.
-    pub async fn latest(&self) -> Result<Vec<OpenTable>, CatalogError> {
-        let mut open = self.open.lock().await;
-        let mut out = Vec::with_capacity(self.defs.len());
-        for def in &self.defs {
-            let error = |source: Box<dyn std::error::Error + Send + Sync>| CatalogError {
-                table: def.name.clone(),
-                source,
-            };
-            let table = match open.get_mut(&def.name) {
-                Some(table) => {
-                    table
-                        .update_incremental(None)
-                        .await
-                        .map_err(|e| error(Box::new(e)))?;
-                    table.clone()
-                }
-                None => {
-                    let url = medlake_sink::delta::create::table_url(&self.lake_uri, &def.name)
-                        .map_err(|e| error(Box::new(e)))?;
-                    // An unloaded handle when the table does not exist yet.
-                    let table = DeltaTable::try_from_url(url)
-                        .await
-                        .map_err(|e| error(Box::new(e)))?;
-                    if table.version().is_none() {
-                        continue;
-                    }
-                    open.insert(def.name.clone(), table.clone());
-                    table
-                }
-            };
-            let version = table.version().unwrap_or_default();
-            out.push(OpenTable {
-                def: def.clone(),
-                table,
-                version,
-            });
+    pub async fn latest(&self) -> Result<Arc<Vec<OpenTable>>, CatalogError> {
+        let asked = Instant::now();
+        let mut state = self.state.lock().await;
+        if let Some((started, tables)) = &state.last
+            && *started >= asked
+        {
+            return Ok(tables.clone());
         }
+        let started = Instant::now();
+        let refreshed = futures::future::join_all(self.defs.iter().map(|def| {
+            let handle = state.open.get(&def.name).cloned();
+            self.refresh(def, handle)
+        }))
+        .await;
+        let mut out = Vec::with_capacity(self.defs.len());
+        for (def, refreshed) in self.defs.iter().zip(refreshed) {
+            if let Some(table) = refreshed? {
+                state.open.insert(def.name.clone(), table.clone());
+                out.push(OpenTable {
+                    def: def.clone(),
+                    version: table.version().unwrap_or_default(),
+                    table,
+                });
+            }
+        }
+        let out = Arc::new(out);
+        state.last = Some((started, out.clone()));
         Ok(out)
+    }
+
+    /// `def`'s table brought to its latest commit (`None`: not written yet).
+    async fn refresh(
+        &self,
+        def: &TableDef,
+        handle: Option<DeltaTable>,
+    ) -> Result<Option<DeltaTable>, CatalogError> {
+        let error = |source: Box<dyn std::error::Error + Send + Sync>| CatalogError {
+            table: def.name.clone(),
+            source,
+        };
+        if let Some(mut table) = handle {
+            table
+                .update_incremental(None)
+                .await
+                .map_err(|e| error(Box::new(e)))?;
+            return Ok(Some(table));
+        }
+        let url = medlake_sink::delta::create::table_url(&self.lake_uri, &def.name)
+            .map_err(|e| error(Box::new(e)))?;
+        // An unloaded handle when the table does not exist yet.
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(|e| error(Box::new(e)))?;
+        Ok(table.version().is_some().then_some(table))
     }
 }

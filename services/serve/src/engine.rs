@@ -184,6 +184,7 @@ pub async fn scoped_session(
             })?;
         // The scan carries the table's name, so plans say which tables a
         // query reads; the name is not registered, so no SQL can use it.
+        let provider = crate::unestimated::Unestimated::new(provider);
         let scan =
             LogicalPlanBuilder::scan(open.def.name.as_str(), provider_as_source(provider), None)
                 .and_then(LogicalPlanBuilder::build)

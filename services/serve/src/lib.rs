@@ -16,6 +16,7 @@ pub mod customers;
 pub mod engine;
 pub mod http;
 pub mod reports;
+pub mod unestimated;
 
 use std::sync::Arc;
 
