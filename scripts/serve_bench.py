@@ -98,6 +98,9 @@ def write_registry(path: pathlib.Path, customers: list[tuple[str, list[str]]]) -
     lines += [
         f"  - id: {ANALYST}",
         "    all_facilities: true",
+        # As config/customers.yaml gives the analysts: one query at a time,
+        # 256 MiB and 2 minutes for every facility at once.
+        "    limits: { query_memory_bytes: 268435456, query_timeout_ms: 120000, max_queries: 1 }",
         f"    users: [{{ name: analyst-bench, token_sha256: {hashlib.sha256(tokens[ANALYST].encode()).hexdigest()} }}]",
     ]
     path.write_text("\n".join(lines) + "\n")

@@ -12,6 +12,8 @@
 //!         token_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 //!   - id: analysts
 //!     all_facilities: true
+//!     # Larger queries than customers' (every facility at once).
+//!     limits: { query_memory_bytes: 268435456, query_timeout_ms: 120000, max_queries: 1 }
 //!     users:
 //!       - name: data-team
 //!         token: { file: /run/secrets/analyst-token }
@@ -51,12 +53,29 @@ impl Scope {
     }
 }
 
+/// Limits of one customer's queries where they differ from `serve`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Working memory of one query, in bytes.
+    #[serde(default)]
+    pub query_memory_bytes: Option<usize>,
+    /// Longest a query may run, in milliseconds.
+    #[serde(default)]
+    pub query_timeout_ms: Option<u64>,
+    /// Queries the customer may run at once.
+    #[serde(default)]
+    pub max_queries: Option<usize>,
+}
+
 /// Who is asking: the customer, the user and what they may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub customer: String,
     pub user: String,
     pub scope: Arc<Scope>,
+    /// The customer's own query limits, if it has any.
+    pub limits: LimitOverrides,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +94,8 @@ struct CustomerDef {
     facilities: Vec<String>,
     #[serde(default)]
     all_facilities: bool,
+    #[serde(default)]
+    limits: LimitOverrides,
     #[serde(default)]
     users: Vec<UserDef>,
 }
@@ -119,6 +140,7 @@ pub struct Customer {
     pub id: String,
     pub name: String,
     pub scope: Arc<Scope>,
+    pub limits: LimitOverrides,
 }
 
 /// Customers and the digests of their users' tokens.
@@ -190,6 +212,15 @@ impl CustomerRegistry {
                 }
                 (false, false) => Scope::Facilities(def.facilities.iter().cloned().collect()),
             };
+            if def.limits.query_memory_bytes == Some(0)
+                || def.limits.query_timeout_ms == Some(0)
+                || def.limits.max_queries == Some(0)
+            {
+                return Err(invalid(format!(
+                    "customer {}: limits must be above zero",
+                    def.id
+                )));
+            }
             let index = registry.customers.len();
             for user in def.users {
                 let digest = user_digest(&def.id, &user)?;
@@ -203,6 +234,7 @@ impl CustomerRegistry {
                 name: def.name.unwrap_or_else(|| def.id.clone()),
                 id: def.id,
                 scope: Arc::new(scope),
+                limits: def.limits,
             });
         }
         if let Some(users) = owners.into_values().find(|users| users.len() > 1) {
@@ -230,6 +262,7 @@ impl CustomerRegistry {
             customer: customer.id.clone(),
             user: user.clone(),
             scope: customer.scope.clone(),
+            limits: customer.limits,
         })
     }
 
@@ -291,6 +324,33 @@ mod tests {
             digest("token-of-the-team-0123456789")
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_customer_may_have_limits_of_its_own() {
+        let r = CustomerRegistry::from_yaml(&format!(
+            "customers:\n  - id: analysts\n    all_facilities: true\n    \
+             limits: {{ query_memory_bytes: 1073741824, query_timeout_ms: 300000, max_queries: 1 }}\n    \
+             users: [{{ name: team, token_sha256: {} }}]\n",
+            digest("token-of-the-team-0123456789")
+        ))
+        .unwrap();
+        let team = r.authenticate("token-of-the-team-0123456789").unwrap();
+        assert_eq!(team.limits.query_memory_bytes, Some(1 << 30));
+        assert_eq!(team.limits.query_timeout_ms, Some(300_000));
+        assert_eq!(team.limits.max_queries, Some(1));
+        let limits = crate::engine::QueryLimits::default().overridden(&team.limits);
+        assert_eq!(limits.memory_bytes, 1 << 30);
+        assert_eq!(limits.timeout, std::time::Duration::from_secs(300));
+        assert_eq!(
+            limits.max_rows,
+            crate::engine::QueryLimits::default().max_rows
+        );
+        // Without limits of its own, a customer has the server's.
+        let ana = registry().authenticate("token-of-ana-0123456789").unwrap();
+        assert_eq!(ana.limits, LimitOverrides::default());
+        let zero = "customers:\n  - id: x\n    all_facilities: true\n    limits: { query_timeout_ms: 0 }\n";
+        assert!(CustomerRegistry::from_yaml(zero).is_err());
     }
 
     #[test]

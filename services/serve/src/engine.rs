@@ -63,6 +63,19 @@ pub struct QueryLimits {
     pub max_bytes: usize,
 }
 
+impl QueryLimits {
+    /// These limits with a customer's own where it has them.
+    pub fn overridden(&self, by: &crate::customers::LimitOverrides) -> Self {
+        Self {
+            timeout: by
+                .query_timeout_ms
+                .map_or(self.timeout, Duration::from_millis),
+            memory_bytes: by.query_memory_bytes.unwrap_or(self.memory_bytes),
+            ..*self
+        }
+    }
+}
+
 impl Default for QueryLimits {
     fn default() -> Self {
         Self {

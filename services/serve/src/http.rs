@@ -88,16 +88,23 @@ impl Slots {
         }
     }
 
-    /// A slot of `customer` and one of the server, without waiting.
+    /// A slot of `customer` and one of the server, without waiting. A
+    /// customer has `own_limit` slots when given (its registry entry says
+    /// so), else the server's `per_customer`.
     pub fn try_take(
         &self,
         customer: &str,
+        own_limit: Option<usize>,
     ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Busy> {
         let own = {
             let mut customers = self.customers.lock().expect("slots lock");
             customers
                 .entry(customer.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_customer)))
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new(
+                        own_limit.unwrap_or(self.per_customer).max(1),
+                    ))
+                })
                 .clone()
         };
         let own = own.try_acquire_owned().map_err(|_| Busy::Customer)?;
@@ -277,7 +284,7 @@ type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 fn take_slots(state: &AppState, principal: &Principal) -> Result<Held, Box<Response>> {
     state
         .slots
-        .try_take(&principal.customer)
+        .try_take(&principal.customer, principal.limits.max_queries)
         .map_err(|busy_with| {
             Box::new(match busy_with {
                 Busy::Customer => busy(
@@ -603,8 +610,9 @@ async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Respon
         Ok(slots) => slots,
         Err(response) => return *response,
     };
+    let limits = state.limits.overridden(&principal.limits);
     let started = tokio::time::Instant::now();
-    let deadline = started + state.limits.timeout;
+    let deadline = started + limits.timeout;
     let planned = async {
         let tables = state
             .catalog
@@ -613,15 +621,15 @@ async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Respon
             .map_err(|e| QueryError::Failed {
                 message: e.to_string(),
             })?;
-        let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
-        engine::stream(&ctx, &work.sql, &work.params, &state.limits).await
+        let ctx = scoped_session(&tables, &principal.scope, &limits).await?;
+        engine::stream(&ctx, &work.sql, &work.params, &limits).await
     };
     let stream = match tokio::time::timeout_at(deadline, planned).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return query_error(&e),
         Err(_) => {
             return query_error(&QueryError::Timeout {
-                limit_ms: u64::try_from(state.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+                limit_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
             });
         }
     };
@@ -783,8 +791,9 @@ pub async fn execute(
             return Ok((answer, true));
         }
     }
-    let ctx = scoped_session(&tables, &principal.scope, &state.limits).await?;
-    let planned = engine::plan(&ctx, sql, params, &state.limits).await?;
+    let limits = state.limits.overridden(&principal.limits);
+    let ctx = scoped_session(&tables, &principal.scope, &limits).await?;
+    let planned = engine::plan(&ctx, sql, params, &limits).await?;
     let versions = versions_of(&planned.tables);
     let key = cache::key(&scope, sql, params, &versions);
     // Looked up above already when the text was known to read these tables.
@@ -796,7 +805,7 @@ pub async fn execute(
             .cache
             .remember_tables_read(sql, planned.tables.clone());
     }
-    let answer = Arc::new(engine::collect(planned, &state.limits, versions).await?);
+    let answer = Arc::new(engine::collect(planned, &limits, versions).await?);
     state.cache.put(key, answer.clone());
     Ok((answer, false))
 }
@@ -950,12 +959,26 @@ mod tests {
     #[test]
     fn slots_are_per_customer_inside_a_server_bound() {
         let slots = Slots::new(2, 3);
-        let a1 = slots.try_take("A").unwrap();
-        let _a2 = slots.try_take("A").unwrap();
-        assert_eq!(slots.try_take("A").unwrap_err(), Busy::Customer);
-        let _b1 = slots.try_take("B").unwrap();
-        assert_eq!(slots.try_take("B").unwrap_err(), Busy::Server);
+        let a1 = slots.try_take("A", None).unwrap();
+        let _a2 = slots.try_take("A", None).unwrap();
+        assert_eq!(slots.try_take("A", None).unwrap_err(), Busy::Customer);
+        let _b1 = slots.try_take("B", None).unwrap();
+        assert_eq!(slots.try_take("B", None).unwrap_err(), Busy::Server);
         drop(a1);
-        assert!(slots.try_take("B").is_ok());
+        assert!(slots.try_take("B", None).is_ok());
+    }
+
+    #[test]
+    fn a_customer_with_slots_of_its_own_has_that_many() {
+        let slots = Slots::new(4, 8);
+        let _held = slots.try_take("analysts", Some(1)).unwrap();
+        assert_eq!(
+            slots.try_take("analysts", Some(1)).unwrap_err(),
+            Busy::Customer
+        );
+        for _ in 0..4 {
+            std::mem::forget(slots.try_take("C1", None).unwrap());
+        }
+        assert_eq!(slots.try_take("C1", None).unwrap_err(), Busy::Customer);
     }
 }

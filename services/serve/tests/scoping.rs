@@ -276,7 +276,8 @@ mod api {
     async fn start(lake: Lake, per_customer: usize) -> (String, Shutdown, Lake) {
         let registry = CustomerRegistry::from_yaml(&format!(
             "customers:\n  - id: C1\n    facilities: [F1, F2]\n    users: [{{ name: a, token_sha256: {} }}]\n  \
-             - id: C2\n    facilities: [F3]\n    users: [{{ name: b, token_sha256: {} }}]\n",
+             - id: C2\n    facilities: [F3]\n    limits: {{ query_timeout_ms: 300, query_memory_bytes: 4194304 }}\n    \
+             users: [{{ name: b, token_sha256: {} }}]\n",
             medlake_common::raw_file::sha256_hex(C1_TOKEN.as_bytes()),
             medlake_common::raw_file::sha256_hex(C2_TOKEN.as_bytes()),
         ))
@@ -431,6 +432,51 @@ mod api {
             ["C1:invalid", "C1:ok", "C1:ok", "C1:refused", "C2:ok"],
             "the audit rows"
         );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_customers_own_limits_apply_to_its_queries_only() {
+        let (base, stop, _lake) = start(lake().await, 4).await;
+        let endless = "SELECT count(*) FROM generate_series(1, 100000000000)";
+        // A sort of 1,000,000 integers: ~8 MiB of working memory.
+        let hungry = "SELECT v FROM generate_series(1, 1000000) AS t(v) ORDER BY v DESC";
+        let answer = async |token: &str, sql: &str| {
+            let response = post(&base, Some(token), sql).await;
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        };
+        // C2's registry entry: 300 ms and 4 MiB; C1 has the server's 3 s
+        // and 256 MiB.
+        let (status, body) = answer(C2_TOKEN, endless).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("timeout")),
+            "{body}"
+        );
+        assert!(
+            body["error"].as_str().unwrap().contains(" 300 ms"),
+            "{body}"
+        );
+        let (status, body) = answer(C1_TOKEN, endless).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("timeout")),
+            "{body}"
+        );
+        assert!(
+            body["error"].as_str().unwrap().contains(" 3000 ms"),
+            "{body}"
+        );
+        let (status, body) = answer(C2_TOKEN, hungry).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("memory")),
+            "{body}"
+        );
+        let (status, body) = answer(C1_TOKEN, hungry).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["rows"][0]["v"], 1_000_000);
         stop.cancel();
     }
 
@@ -599,6 +645,7 @@ mod api {
             customer: "C1".into(),
             user: "a".into(),
             scope: Arc::new(scope(&["F1", "F2"])),
+            limits: Default::default(),
         };
         let sql = "SELECT count(*) AS n FROM lab_results";
         let none = Params::new();
@@ -643,6 +690,7 @@ mod api {
             customer: "C2".into(),
             user: "b".into(),
             scope: Arc::new(scope(&["F3"])),
+            limits: Default::default(),
         };
         let theirs = ask(&c2).await.0;
         assert!(!Arc::ptr_eq(&after, &theirs));
