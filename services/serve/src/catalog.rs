@@ -28,6 +28,11 @@ pub struct TableDef {
     pub name: String,
     /// Rows are filtered to the principal's facilities on this column.
     pub facility_column: String,
+    /// Columns holding the same sending facility by lineage (a data set's
+    /// `from: facility_id` fields), filtered the same way as well: the
+    /// filter is then on the partition column of tables partitioned by
+    /// facility, and a customer's query opens its partitions only.
+    pub lineage_columns: Vec<String>,
 }
 
 /// A table at the version a query reads.
@@ -69,12 +74,14 @@ impl Catalog {
             .map(|name| TableDef {
                 name,
                 facility_column: DATASET_FACILITY_COLUMN.to_string(),
+                lineage_columns: Vec::new(),
             })
             .collect();
         for builtin in ["_files", "_dead_letters"] {
             defs.push(TableDef {
                 name: builtin.to_string(),
                 facility_column: BUILTIN_FACILITY_COLUMN.to_string(),
+                lineage_columns: Vec::new(),
             });
         }
         Self {
@@ -82,6 +89,28 @@ impl Catalog {
             defs,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The data sets `datasets` and the built-in tables under `lake_uri`,
+    /// with each data set's lineage facility columns.
+    pub fn from_datasets(lake_uri: &str, datasets: &[medlake_common::dataset::Dataset]) -> Self {
+        let mut catalog = Self::new(lake_uri, datasets.iter().map(|d| d.name.clone()));
+        for (def, dataset) in catalog.defs.iter_mut().zip(datasets) {
+            def.lineage_columns = dataset
+                .fields
+                .iter()
+                .filter(|f| {
+                    f.from == Some(medlake_common::dataset::Origin::FacilityId) && f.is_output()
+                })
+                .map(|f| f.name.clone())
+                .collect();
+        }
+        catalog
+    }
+
+    /// The tables a query may name.
+    pub fn defs(&self) -> &[TableDef] {
+        &self.defs
     }
 
     /// Every table that exists now, at its latest version: the tables as a
@@ -142,5 +171,24 @@ impl Catalog {
             .await
             .map_err(|e| error(Box::new(e)))?;
         Ok(table.version().is_some().then_some(table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_sets_are_also_scoped_on_their_lineage_facility_column() {
+        let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+        let datasets = medlake_common::dataset::load_dir(std::path::Path::new(schemas)).unwrap();
+        let catalog = Catalog::from_datasets("/lake", &datasets);
+        let def = |name: &str| catalog.defs().iter().find(|d| d.name == name).unwrap();
+        // adt_events is partitioned by facility_id, a `from: facility_id` field.
+        assert_eq!(def("adt_events").facility_column, "_facility_id");
+        assert_eq!(def("adt_events").lineage_columns, ["facility_id"]);
+        assert_eq!(def("_files").facility_column, "facility_id");
+        assert!(def("_files").lineage_columns.is_empty());
+        assert_eq!(catalog.defs().len(), datasets.len() + 2);
     }
 }

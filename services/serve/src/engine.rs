@@ -210,9 +210,11 @@ pub async fn scoped_session(
                     .iter()
                     .map(|id| lit(ScalarValue::Utf8(Some(id.clone()))))
                     .collect();
-                frame
-                    .filter(ident(&open.def.facility_column).in_list(allowed, false))
-                    .map_err(failed)?
+                let mut scoped = ident(&open.def.facility_column).in_list(allowed.clone(), false);
+                for column in &open.def.lineage_columns {
+                    scoped = scoped.and(ident(column).in_list(allowed.clone(), false));
+                }
+                frame.filter(scoped).map_err(failed)?
             }
         };
         ctx.register_table(open.def.name.as_str(), frame.into_view())

@@ -55,7 +55,7 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         source: Box::new(source),
     })?;
     let reports = reports::load_dir(&config.reports_dir)?;
-    let catalog = catalog::Catalog::new(&ctx.lake_uri, datasets.into_iter().map(|d| d.name));
+    let catalog = catalog::Catalog::from_datasets(&ctx.lake_uri, &datasets);
     let (audit, audit_writer) = audit::AuditLog::start(
         &ctx.lake_uri,
         std::time::Duration::from_millis(config.audit_flush_ms),

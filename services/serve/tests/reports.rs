@@ -33,7 +33,7 @@ async fn every_report_runs_on_the_tables_the_sink_creates() {
             .await
             .unwrap();
     }
-    let catalog = Catalog::new(lake, datasets.iter().map(|d| d.name.clone()));
+    let catalog = Catalog::from_datasets(lake, &datasets);
     let reports = reports::load_dir(&repo().join("reports")).unwrap();
     assert!(reports.len() >= 5);
     let limits = QueryLimits::default();
