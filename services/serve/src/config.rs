@@ -55,6 +55,11 @@ pub struct ServeConfig {
     /// Memory: this × `query_memory_bytes` + this × `max_result_bytes`.
     #[serde(default = "default_max_queries")]
     pub max_queries: usize,
+    /// How long a query waits for one of `max_queries` before it is
+    /// answered 503, in milliseconds (0: not at all). Waiting costs no
+    /// memory: only queries holding a slot run.
+    #[serde(default = "default_queue_wait_ms")]
+    pub queue_wait_ms: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -93,6 +98,9 @@ fn default_audit_flush_ms() -> u64 {
 fn default_max_queries() -> usize {
     8
 }
+fn default_queue_wait_ms() -> u64 {
+    5_000
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -109,6 +117,7 @@ impl Default for ServeConfig {
             cache_bytes: default_cache_bytes(),
             audit_flush_ms: default_audit_flush_ms(),
             max_queries: default_max_queries(),
+            queue_wait_ms: default_queue_wait_ms(),
         }
     }
 }

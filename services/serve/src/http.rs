@@ -70,6 +70,8 @@ pub struct Slots {
     per_customer: usize,
     customers: Mutex<HashMap<String, Arc<Semaphore>>>,
     all: Arc<Semaphore>,
+    /// How long a query waits for a server slot (in order of arrival).
+    queue_wait: std::time::Duration,
 }
 
 /// Why no slot was given.
@@ -85,13 +87,21 @@ impl Slots {
             per_customer: per_customer.max(1),
             customers: Mutex::new(HashMap::new()),
             all: Arc::new(Semaphore::new(all.max(1))),
+            queue_wait: std::time::Duration::ZERO,
         }
     }
 
-    /// A slot of `customer` and one of the server, without waiting. A
-    /// customer has `own_limit` slots when given (its registry entry says
-    /// so), else the server's `per_customer`.
-    pub fn try_take(
+    /// A query finding every server slot taken waits up to `wait` for one.
+    pub fn with_queue_wait(mut self, wait: std::time::Duration) -> Self {
+        self.queue_wait = wait;
+        self
+    }
+
+    /// A slot of `customer` (without waiting: a customer at its bound is
+    /// told so at once) and one of the server (waiting up to the queue
+    /// wait, in order of arrival). A customer has `own_limit` slots when
+    /// given (its registry entry says so), else the server's `per_customer`.
+    pub async fn take(
         &self,
         customer: &str,
         own_limit: Option<usize>,
@@ -108,11 +118,14 @@ impl Slots {
                 .clone()
         };
         let own = own.try_acquire_owned().map_err(|_| Busy::Customer)?;
-        let all = self
-            .all
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Busy::Server)?;
+        let all = match self.all.clone().try_acquire_owned() {
+            Ok(all) => all,
+            Err(_) if self.queue_wait.is_zero() => return Err(Busy::Server),
+            Err(_) => tokio::time::timeout(self.queue_wait, self.all.clone().acquire_owned())
+                .await
+                .map_err(|_| Busy::Server)?
+                .map_err(|_| Busy::Server)?,
+        };
         Ok((own, all))
     }
 }
@@ -281,10 +294,11 @@ fn body_of<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> 
 type Held = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// The customer's and the server's query slots, or the 429 / 503 answer.
-fn take_slots(state: &AppState, principal: &Principal) -> Result<Held, Box<Response>> {
+async fn take_slots(state: &AppState, principal: &Principal) -> Result<Held, Box<Response>> {
     state
         .slots
-        .try_take(&principal.customer, principal.limits.max_queries)
+        .take(&principal.customer, principal.limits.max_queries)
+        .await
         .map_err(|busy_with| {
             Box::new(match busy_with {
                 Busy::Customer => busy(
@@ -539,7 +553,7 @@ async fn report(
 
 /// Runs `work` for `principal` and answers JSON.
 async fn json_query(state: &AppState, principal: Principal, work: Work) -> Response {
-    let _slots = match take_slots(state, &principal) {
+    let _slots = match take_slots(state, &principal).await {
         Ok(slots) => slots,
         Err(response) => return *response,
     };
@@ -606,7 +620,7 @@ async fn json_query(state: &AppState, principal: Principal, work: Work) -> Respo
 /// Runs `work` for `principal` and answers its rows as a CSV attachment,
 /// written as they are computed.
 async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Response {
-    let slots = match take_slots(state, &principal) {
+    let slots = match take_slots(state, &principal).await {
         Ok(slots) => slots,
         Err(response) => return *response,
     };
@@ -956,29 +970,50 @@ mod tests {
         assert!(value(serde_json::json!(["F1"])).is_err());
     }
 
-    #[test]
-    fn slots_are_per_customer_inside_a_server_bound() {
+    #[tokio::test]
+    async fn slots_are_per_customer_inside_a_server_bound() {
         let slots = Slots::new(2, 3);
-        let a1 = slots.try_take("A", None).unwrap();
-        let _a2 = slots.try_take("A", None).unwrap();
-        assert_eq!(slots.try_take("A", None).unwrap_err(), Busy::Customer);
-        let _b1 = slots.try_take("B", None).unwrap();
-        assert_eq!(slots.try_take("B", None).unwrap_err(), Busy::Server);
+        let a1 = slots.take("A", None).await.unwrap();
+        let _a2 = slots.take("A", None).await.unwrap();
+        assert_eq!(slots.take("A", None).await.unwrap_err(), Busy::Customer);
+        let _b1 = slots.take("B", None).await.unwrap();
+        assert_eq!(slots.take("B", None).await.unwrap_err(), Busy::Server);
         drop(a1);
-        assert!(slots.try_take("B", None).is_ok());
+        assert!(slots.take("B", None).await.is_ok());
     }
 
-    #[test]
-    fn a_customer_with_slots_of_its_own_has_that_many() {
+    #[tokio::test]
+    async fn a_query_waits_for_a_server_slot_up_to_the_queue_wait() {
+        let slots = Arc::new(Slots::new(4, 1).with_queue_wait(std::time::Duration::from_secs(5)));
+        let held = slots.take("A", None).await.unwrap();
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.take("B", None).await.is_ok() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "B waits while A holds the only slot"
+        );
+        drop(held);
+        assert!(waiting.await.unwrap(), "B runs once A is done");
+        // Past the wait: 503.
+        let slots = Slots::new(4, 1).with_queue_wait(std::time::Duration::from_millis(50));
+        let _held = slots.take("A", None).await.unwrap();
+        assert_eq!(slots.take("B", None).await.unwrap_err(), Busy::Server);
+    }
+
+    #[tokio::test]
+    async fn a_customer_with_slots_of_its_own_has_that_many() {
         let slots = Slots::new(4, 8);
-        let _held = slots.try_take("analysts", Some(1)).unwrap();
+        let _held = slots.take("analysts", Some(1)).await.unwrap();
         assert_eq!(
-            slots.try_take("analysts", Some(1)).unwrap_err(),
+            slots.take("analysts", Some(1)).await.unwrap_err(),
             Busy::Customer
         );
         for _ in 0..4 {
-            std::mem::forget(slots.try_take("C1", None).unwrap());
+            std::mem::forget(slots.take("C1", None).await.unwrap());
         }
-        assert_eq!(slots.try_take("C1", None).unwrap_err(), Busy::Customer);
+        assert_eq!(slots.take("C1", None).await.unwrap_err(), Busy::Customer);
     }
 }

@@ -65,7 +65,8 @@ pub async fn run(ctx: Context, config: ServeConfig, shutdown: Shutdown) -> Resul
         catalog,
         limits: config.limits(),
         max_csv_rows: config.max_csv_rows,
-        slots: http::Slots::new(config.max_queries_per_customer, config.max_queries),
+        slots: http::Slots::new(config.max_queries_per_customer, config.max_queries)
+            .with_queue_wait(std::time::Duration::from_millis(config.queue_wait_ms)),
         reports,
         cache: cache::Cache::new(config.cache_bytes),
         audit,
