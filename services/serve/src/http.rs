@@ -265,9 +265,30 @@ fn principal(state: &AppState, headers: &HeaderMap) -> Option<Principal> {
     state.registry.authenticate(token)
 }
 
-/// The principal of the request, or the 401 answer.
+/// Requests refused for want of a valid token, by reason: `missing` (no
+/// bearer token) or `invalid` (a token of no user). A rise in `invalid` is
+/// someone guessing.
+pub static UNAUTHORIZED: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(
+    || {
+        medlake_common::metrics::counter_vec(
+            "medlake_serve_unauthorized_requests_total",
+            "Portal and SQL API requests refused for want of a valid token, by reason (missing, invalid).",
+            &["reason"],
+        )
+    },
+);
+
+/// The principal of the request, or the 401 answer (counted and logged,
+/// never with the token).
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
     principal(state, headers).ok_or_else(|| {
+        let reason = if headers.contains_key(header::AUTHORIZATION) {
+            "invalid"
+        } else {
+            "missing"
+        };
+        UNAUTHORIZED.with_label_values(&[reason]).inc();
+        tracing::info!(reason, "Refused a request without a valid token.");
         let mut response = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

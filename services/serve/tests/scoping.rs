@@ -341,6 +341,12 @@ mod api {
         let (base, stop, _lake) = start(lake().await, 4).await;
         let sql = "SELECT _facility_id, test, value FROM lab_results ORDER BY _facility_id, test";
 
+        let refused = |reason: &str| {
+            medlake_serve::http::UNAUTHORIZED
+                .with_label_values(&[reason])
+                .get()
+        };
+        let (missing, invalid) = (refused("missing"), refused("invalid"));
         let none = post(&base, None, sql).await;
         assert_eq!(none.status(), 401);
         assert_eq!(none.headers()["www-authenticate"], "Bearer");
@@ -350,6 +356,9 @@ mod api {
                 .status(),
             401
         );
+        // Tests of this binary run side by side: at least these two.
+        assert!(refused("missing") > missing);
+        assert!(refused("invalid") > invalid);
 
         let c1: serde_json::Value = post(&base, Some(C1_TOKEN), sql).await.json().await.unwrap();
         assert_eq!(c1["row_count"], 3);
