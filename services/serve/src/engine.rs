@@ -106,6 +106,14 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// A failure of the server's side (the lake, the engine), not of the
+    /// query.
+    pub fn failed(error: impl std::fmt::Display) -> Self {
+        QueryError::Failed {
+            message: error.to_string(),
+        }
+    }
+
     /// Whether the asker's SQL is at fault (400) rather than the server.
     pub fn is_client_error(&self) -> bool {
         !matches!(self, QueryError::Failed { .. })
@@ -166,9 +174,7 @@ pub async fn scoped_session(
     scope: &Scope,
     limits: &QueryLimits,
 ) -> Result<SessionContext, QueryError> {
-    let failed = |e: DataFusionError| QueryError::Failed {
-        message: e.to_string(),
-    };
+    let failed = QueryError::failed;
     let config = SessionConfig::new()
         .with_information_schema(false)
         .with_target_partitions(2);
@@ -185,16 +191,12 @@ pub async fn scoped_session(
     for open in tables {
         open.table
             .update_datafusion_session(&ctx.state())
-            .map_err(|e| QueryError::Failed {
-                message: e.to_string(),
-            })?;
+            .map_err(QueryError::failed)?;
         let provider = open
             .table
             .table_provider()
             .await
-            .map_err(|e| QueryError::Failed {
-                message: e.to_string(),
-            })?;
+            .map_err(QueryError::failed)?;
         // The scan carries the table's name, so plans say which tables a
         // query reads; the name is not registered, so no SQL can use it.
         let provider = crate::unestimated::Unestimated::new(provider);

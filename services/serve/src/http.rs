@@ -649,13 +649,7 @@ async fn csv_query(state: &AppState, principal: Principal, work: Work) -> Respon
     let started = tokio::time::Instant::now();
     let deadline = started + limits.timeout;
     let planned = async {
-        let tables = state
-            .catalog
-            .latest()
-            .await
-            .map_err(|e| QueryError::Failed {
-                message: e.to_string(),
-            })?;
+        let tables = state.catalog.latest().await.map_err(QueryError::failed)?;
         let ctx = scoped_session(&tables, &principal.scope, &limits).await?;
         engine::stream(&ctx, &work.sql, &work.params, &limits).await
     };
@@ -802,13 +796,7 @@ pub async fn execute(
     sql: &str,
     params: &Params,
 ) -> Result<(Arc<QueryResult>, bool), QueryError> {
-    let tables = state
-        .catalog
-        .latest()
-        .await
-        .map_err(|e| QueryError::Failed {
-            message: e.to_string(),
-        })?;
+    let tables = state.catalog.latest().await.map_err(QueryError::failed)?;
     let scope = principal.scope.key();
     let versions_of = |read: &[String]| -> Vec<(String, u64)> {
         tables
